@@ -1,0 +1,30 @@
+"""sam_jax: Sharpness-Aware Minimization for JAX / Flax / optax."""
+
+import setuptools
+
+setuptools.setup(
+    name="sam_jax",
+    version="0.1.0",
+    description=("Sharpness-Aware Minimization (Foret et al., ICLR 2021) as an "
+                 "optax transform, with config-driven trainers that reproduce "
+                 "the paper."),
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    packages=setuptools.find_packages(include=["sam_jax", "sam_jax.*"]),
+    python_requires=">=3.11",
+    # Lower bounds are the versions the test suite was run with.
+    install_requires=[
+        "jax>=0.10.2",
+        "flax>=0.12.8",
+        "optax>=0.2.8",
+        "orbax-checkpoint>=0.12.8",
+        "tensorflow-cpu>=2.21.0",
+        "tensorflow-datasets>=4.9.10",
+        "ml-collections>=1.1.0",
+        "absl-py>=2.5.1",
+        "numpy>=2.4",
+        "scikit-learn>=1.9.1",  # ships the offline default data set (digits)
+        "matplotlib>=3.11",
+    ],
+    extras_require={"test": ["pytest>=9.2"]},
+)
