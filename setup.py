@@ -20,6 +20,7 @@ setuptools.setup(
         "orbax-checkpoint>=0.12.8",
         "tensorflow-cpu>=2.21.0",
         "tensorflow-datasets>=4.9.10",
+        "tensorboard>=2.21",  # tf.summary writes event files only with it
         "ml-collections>=1.1.0",
         "absl-py>=2.5.1",
         "numpy>=2.4",

@@ -1,0 +1,66 @@
+"""Every key a training config has, with its default.
+
+Config files in configs/ start from `base_config()` and change what differs,
+then lock it, so a typo such as `--config.sam.rh0=0.1` fails loudly.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0  # weights, dropout draws, data order and augmentation
+
+    # Data.
+    config.dataset = "cifar10"  # see sam_jax.data.DATASETS
+    config.data_dir = ml_collections.config_dict.placeholder(str)  # tfds data_dir
+    config.augmentation = "basic"  # see sam_jax.data.TRAINING_AUGMENTATIONS
+    config.validation_split = False  # hold out 10% of train (the rho search)
+    config.label_noise = 0.0  # symmetric noise rate on training labels, [0, 1)
+    config.label_noise_seed = 0
+
+    # Model.
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "wrn28_10"  # see sam_jax.models.MODELS
+
+    # Optimisation (the paper's CIFAR defaults).
+    config.num_epochs = 200
+    config.batch_size = 256  # global, over all devices and hosts
+    config.eval_batch_size = 1024
+    config.label_smoothing = 0.0
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.learning_rate = 0.1
+    config.optimizer.schedule = "cosine"  # or "constant"
+    config.optimizer.momentum = 0.9
+    config.optimizer.nesterov = True
+    config.optimizer.weight_decay = 5e-4  # L2 term in the loss, 0.5 * wd * |w|^2
+    config.optimizer.grad_clip_norm = 5.0  # 0 disables
+
+    # SAM. rho = 0 is the SGD baseline (one pass per step).
+    config.sam = ml_collections.ConfigDict()
+    config.sam.rho = 0.05
+    config.sam.adaptive = False  # ASAM
+    config.sam.eta = 0.01  # ASAM's offset
+    config.sam.sync_perturbation = False  # True: one perturbation for the global batch
+    # m: examples per perturbation; None means the per-device batch (the
+    # official code's m-sharpness). Must divide the per-device batch.
+    config.sam.examples_per_perturbation = ml_collections.config_dict.placeholder(int)
+    config.sam.group_map = "vmap"  # or "sequential": less memory, slower
+
+    # Bookkeeping.
+    config.log_every_steps = 100
+    config.eval_every_epochs = 10
+    config.checkpoint_every_steps = 1000
+    return config
+
+
+def parse_config_arg(arg, axes):
+    """'cifar100,sgd' -> {'dataset': 'cifar100', 'aug': 'basic', ...}."""
+    choice = {axis: values[0] for axis, values in axes.items()}
+    for item in filter(None, (arg or "").split(",")):
+        axis = next((a for a, values in axes.items() if item in values), None)
+        if axis is None:
+            allowed = "; ".join(f"{a}: {'|'.join(v)}" for a, v in axes.items())
+            raise ValueError(f"unknown config arg {item!r}; allowed: {allowed}")
+        choice[axis] = item
+    return choice

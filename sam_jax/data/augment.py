@@ -1,0 +1,157 @@
+"""Training augmentations and evaluation preprocessing, as TensorFlow ops.
+
+All randomness is stateless: every random op takes an explicit `seed` tensor
+of shape [2] (int32 or int64), so an output is a pure function of
+(image, seed). The input pipeline derives that seed from (run seed, example
+position), which is what makes restarted runs see bit-identical batches.
+"""
+
+from collections.abc import Callable, Sequence
+
+import tensorflow as tf
+
+from sam_jax.data.sources import DatasetSpec
+
+# DeVries & Taylor (2017) cut a 16x16 square out of 32x32 CIFAR images.
+_CUTOUT_SIZE = 16
+
+
+def normalize(image: tf.Tensor, mean: Sequence[float],
+              std: Sequence[float]) -> tf.Tensor:
+    """(image - mean) / std per channel, as float32.
+
+    Args:
+        image: uint8 (or any numeric) tensor [..., C] in 0..255.
+        mean: C per-channel means in 0..255 units.
+        std: C per-channel standard deviations in 0..255 units.
+
+    Returns:
+        float32 tensor of the same shape.
+    """
+    image = tf.cast(image, tf.float32)
+    return ((image - tf.constant(mean, tf.float32))
+            / tf.constant(std, tf.float32))
+
+
+def random_crop_with_reflect_padding(image: tf.Tensor, padding: int,
+                                     seed: tf.Tensor) -> tf.Tensor:
+    """Reflect-pads by `padding` on each side, then crops back to H x W.
+
+    Args:
+        image: [H, W, C] tensor with static shape; padding must be < H and < W.
+        padding: pixels added on each side (the crop moves by up to this).
+        seed: [2] int32/int64 stateless seed.
+
+    Returns:
+        A [H, W, C] window of the padded image.
+    """
+    padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]],
+                    mode='REFLECT')
+    cropped = tf.image.stateless_random_crop(padded, size=tf.shape(image),
+                                             seed=seed)
+    return tf.ensure_shape(cropped, image.shape)
+
+
+def random_flip_left_right(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Mirrors a [H, W, C] image horizontally with probability 1/2."""
+    return tf.image.stateless_random_flip_left_right(image, seed=seed)
+
+
+def cutout(image: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
+    """Sets a `size` x `size` square of the image to 0.
+
+    The square's centre is uniform over all pixels, so near a border the
+    square is clipped (as in DeVries & Taylor 2017). Applied to the
+    normalised image, so 0 is the data set mean, as in the official SAM code.
+
+    Args:
+        image: [H, W, C] float tensor with static shape.
+        size: side of the square, in pixels.
+        seed: [2] int32/int64 stateless seed.
+
+    Returns:
+        The image with the (clipped) square zeroed; everything else unchanged.
+    """
+    height, width = image.shape[0], image.shape[1]
+    row_seed, col_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, num=2))
+    centre_row = tf.random.stateless_uniform(
+        [], seed=row_seed, minval=0, maxval=height, dtype=tf.int32)
+    centre_col = tf.random.stateless_uniform(
+        [], seed=col_seed, minval=0, maxval=width, dtype=tf.int32)
+    top = centre_row - size // 2
+    left = centre_col - size // 2
+    rows = tf.range(height)[:, tf.newaxis]
+    cols = tf.range(width)[tf.newaxis, :]
+    inside = ((rows >= top) & (rows < top + size)
+              & (cols >= left) & (cols < left + size))
+    return tf.where(inside[:, :, tf.newaxis], tf.zeros_like(image), image)
+
+
+def _crop_and_flip(image: tf.Tensor, seed: tf.Tensor,
+                   spec: DatasetSpec) -> tf.Tensor:
+    crop_seed, flip_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, num=2))
+    image = random_crop_with_reflect_padding(image, spec.crop_padding,
+                                             crop_seed)
+    if spec.flip:
+        image = random_flip_left_right(image, flip_seed)
+    return image
+
+
+def _augment_none(image, seed, spec):
+    del seed
+    return normalize(image, spec.mean, spec.std)
+
+
+def _augment_basic(image, seed, spec):
+    # The first sub-seed feeds crop+flip in every augmentation that has them,
+    # so 'cutout' differs from 'basic' only by the square.
+    basic_seed = tf.random.experimental.stateless_fold_in(seed, 0)
+    image = _crop_and_flip(image, basic_seed, spec)
+    return normalize(image, spec.mean, spec.std)
+
+
+def _augment_cutout(image, seed, spec):
+    image = _augment_basic(image, seed, spec)
+    cutout_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+    # Scaled down for small images (8x8 digits get a 4x4 square).
+    size = min(_CUTOUT_SIZE, spec.image_shape[0] // 2)
+    return cutout(image, size, cutout_seed)
+
+
+# Name -> fn(uint8 image [H, W, C], seed [2], spec) -> normalised float32
+# image. Register further augmentations (e.g. AutoAugment) here.
+TRAINING_AUGMENTATIONS: dict[
+    str, Callable[[tf.Tensor, tf.Tensor, DatasetSpec], tf.Tensor]] = {
+        'none': _augment_none,
+        'basic': _augment_basic,
+        'cutout': _augment_cutout,
+    }
+
+
+def augment_for_training(image: tf.Tensor, seed: tf.Tensor, *,
+                         spec: DatasetSpec, augmentation: str) -> tf.Tensor:
+    """Augments and normalises one training image.
+
+    Args:
+        image: uint8 [H, W, C] image with static shape.
+        seed: [2] int32/int64 stateless seed; the output is a pure function of
+            (image, seed).
+        spec: the data set (normalisation statistics, flip, crop padding).
+        augmentation: a key of TRAINING_AUGMENTATIONS: 'none' (normalise
+            only), 'basic' (reflect-pad crop + flip where valid), 'cutout'
+            (basic + cutout of min(16, H // 2) pixels).
+
+    Returns:
+        float32 [H, W, C] normalised image.
+    """
+    if augmentation not in TRAINING_AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augmentation!r}; allowed: "
+                         f"{', '.join(TRAINING_AUGMENTATIONS)}")
+    return TRAINING_AUGMENTATIONS[augmentation](image, seed, spec)
+
+
+def preprocess_for_eval(image: tf.Tensor, spec: DatasetSpec) -> tf.Tensor:
+    """Normalises uint8 images [..., H, W, C] to float32; nothing random."""
+    return normalize(image, spec.mean, spec.std)

@@ -1,0 +1,58 @@
+"""Command line: python -m sam_jax.main --config=configs/FILE.py[:ARG] --workdir=DIR.
+
+Any config value can be overridden: --config.sam.rho=0.1 --config.num_epochs=10.
+Bad input (an unknown model, rho < 0, a data set not available offline, ...)
+stops with one line naming the value, exit code 2, and the workdir untouched.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Training config file (get_config(arg)).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs "
+                               "and results; a run resumes from it.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", ["auto", "yes", "no"],
+    "Call jax.distributed.initialize() (multi-host runs). 'auto': when launched "
+    "by SLURM with more than one task, or on a multi-host TPU (JAX detects the "
+    "coordinator from the environment).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+EXIT_BAD_INPUT = 2
+
+
+def _want_distributed() -> bool:
+    if _DISTRIBUTED.value != "auto":
+        return _DISTRIBUTED.value == "yes"
+    return (int(os.environ.get("SLURM_NTASKS", "1")) > 1
+            or "TPU_WORKER_HOSTNAMES" in os.environ
+            and "," in os.environ["TPU_WORKER_HOSTNAMES"])
+
+
+def main(argv):
+    del argv
+    if not flags.FLAGS["verbosity"].present:  # orbax and tfds log a lot at INFO
+        logging.set_verbosity(logging.WARNING)
+    # Imported here so that --help and flag errors come before JAX starts.
+    import jax
+    from sam_jax import data
+    from sam_jax import train
+    from sam_jax import validate
+
+    if _want_distributed():
+        jax.distributed.initialize()
+    try:
+        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except (validate.ConfigError, data.DatasetUnavailableError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,46 @@
+"""Layers shared by the CIFAR models, with the official code's initialisers."""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# The official code's BatchNorm constants (flax.nn defaults of 2020).
+BATCHNORM_MOMENTUM = 0.9
+BATCHNORM_EPSILON = 1e-5
+
+# Kaiming normal, fan_out mode: the initialisation the paper's models use.
+conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def dense_kernel_init(key, shape, dtype=jnp.float32):
+    """U[-1/sqrt(n_out), 1/sqrt(n_out)], as in the AutoAugment WRN the paper uses."""
+    limit = 1.0 / shape[1] ** 0.5
+    return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+
+def batch_norm(train: bool, name: str) -> nn.BatchNorm:
+    return nn.BatchNorm(use_running_average=not train, momentum=BATCHNORM_MOMENTUM,
+                        epsilon=BATCHNORM_EPSILON, name=name)
+
+
+def bn_relu(x, train: bool, name: str):
+    return nn.relu(batch_norm(train, name)(x))
+
+
+Conv3x3 = functools.partial(nn.Conv, kernel_size=(3, 3), padding="SAME",
+                            use_bias=False, kernel_init=conv_kernel_init)
+
+
+def shortcut_add(block_x, orig_x):
+    """Adds the shortcut, average-pooled and zero-padded in channels if needed.
+
+    The official WRN has no 1x1 projection: a parameter-free shortcut.
+    """
+    stride = orig_x.shape[-2] // block_x.shape[-2]
+    if block_x.shape[-1] != orig_x.shape[-1]:
+        orig_x = nn.avg_pool(orig_x, (stride, stride), (stride, stride))
+        extra = block_x.shape[-1] - orig_x.shape[-1]
+        orig_x = jnp.pad(orig_x, [(0, 0), (0, 0), (0, 0), (0, extra)])
+    return block_x + orig_x

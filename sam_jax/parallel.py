@@ -1,0 +1,45 @@
+"""Data parallelism: one mesh axis over every device of every host.
+
+The state is replicated; batches are split along the example axis. The training
+step runs under `jax.shard_map` so that per-device quantities (the SAM
+perturbation, BatchNorm statistics) keep the official code's semantics; the
+evaluation step is a plain `jit` over the sharded batch.
+"""
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from sam_jax.steps import AXIS
+
+
+def make_mesh() -> Mesh:
+    return Mesh(np.array(jax.devices()), (AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(AXIS))
+
+
+def global_batch(mesh: Mesh, local_batch):
+    """This host's slice of the batch (numpy) -> one global, sharded jax.Array."""
+    sharding = batch_sharded(mesh)
+    return jax.tree_util.tree_map(
+        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
+        local_batch)
+
+
+def shard_train_step(per_device_step, mesh: Mesh):
+    """jit(shard_map(step)): state replicated, batch split, state buffers donated."""
+    step = jax.shard_map(per_device_step, mesh=mesh,
+                         in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()))
+    return jax.jit(step, donate_argnums=0)
+
+
+def jit_eval_step(eval_step, mesh: Mesh):
+    return jax.jit(eval_step, in_shardings=(replicated(mesh), batch_sharded(mesh)),
+                   out_shardings=replicated(mesh))

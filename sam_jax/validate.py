@@ -1,0 +1,63 @@
+"""Checks a training config before any compute, with one-line errors."""
+
+from sam_jax import data
+import sam_jax
+from sam_jax.models import MODELS
+
+OPTIMIZER_SCHEDULES = ("cosine", "constant")
+
+
+class ConfigError(ValueError):
+    """A config value that is not allowed; the message is one line."""
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _allowed(values) -> str:
+    return ", ".join(sorted(values))
+
+
+def validate_config(config, num_devices: int) -> None:
+    """Raises ConfigError naming the first bad value and what is allowed."""
+    _check(config.model.name in MODELS,
+           f"unknown model {config.model.name!r}; allowed: {_allowed(MODELS)}")
+    _check(config.dataset in data.DATASETS,
+           f"unknown dataset {config.dataset!r}; allowed: {_allowed(data.DATASETS)}")
+    _check(config.augmentation in data.TRAINING_AUGMENTATIONS,
+           f"unknown augmentation {config.augmentation!r}; allowed: "
+           f"{_allowed(data.TRAINING_AUGMENTATIONS)}")
+    _check(config.optimizer.schedule in OPTIMIZER_SCHEDULES,
+           f"unknown optimizer.schedule {config.optimizer.schedule!r}; allowed: "
+           f"{_allowed(OPTIMIZER_SCHEDULES)}")
+    _check(0.0 <= config.label_noise < 1.0,
+           f"label_noise={config.label_noise!r} must be in [0, 1)")
+    _check(config.num_epochs >= 1, f"num_epochs={config.num_epochs!r} must be >= 1")
+    _check(config.optimizer.learning_rate > 0,
+           f"optimizer.learning_rate={config.optimizer.learning_rate!r} must be > 0")
+    _check(config.optimizer.weight_decay >= 0,
+           f"optimizer.weight_decay={config.optimizer.weight_decay!r} must be >= 0")
+    _check(config.optimizer.grad_clip_norm >= 0,
+           f"optimizer.grad_clip_norm={config.optimizer.grad_clip_norm!r} must be "
+           ">= 0 (0 disables clipping)")
+    _check(0.0 <= config.label_smoothing < 1.0,
+           f"label_smoothing={config.label_smoothing!r} must be in [0, 1)")
+    _check(config.sam.rho >= 0, f"sam.rho={config.sam.rho!r} must be >= 0")
+    _check(config.sam.eta >= 0, f"sam.eta={config.sam.eta!r} must be >= 0")
+    _check(config.sam.group_map in sam_jax.GROUP_MAPS,
+           f"unknown sam.group_map {config.sam.group_map!r}; allowed: "
+           f"{_allowed(sam_jax.GROUP_MAPS)}")
+    for name in ("batch_size", "eval_batch_size"):
+        size = config[name]
+        _check(size >= 1 and size % num_devices == 0,
+               f"{name}={size!r} must be a positive multiple of the device count "
+               f"{num_devices}")
+    per_device_batch = config.batch_size // num_devices
+    m = config.sam.examples_per_perturbation
+    _check(m is None or (m >= 1 and per_device_batch % m == 0),
+           f"sam.examples_per_perturbation={m!r} must divide the per-device batch "
+           f"{per_device_batch} (batch_size {config.batch_size} / {num_devices} devices)")
+    for name in ("log_every_steps", "eval_every_epochs", "checkpoint_every_steps"):
+        _check(config[name] >= 1, f"{name}={config[name]!r} must be >= 1")
