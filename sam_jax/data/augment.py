@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
+from sam_jax.data import autoaugment as autoaugment_lib
 from sam_jax.data.sources import DatasetSpec
 
 # DeVries & Taylor (2017) cut a 16x16 square out of 32x32 CIFAR images.
@@ -120,13 +121,62 @@ def _augment_cutout(image, seed, spec):
     return cutout(image, size, cutout_seed)
 
 
+def _autoaugment_policy(image, seed, spec, constants):
+    # Sub-seed 2: crop+flip (0) and cutout (1) draw as in 'basic'/'cutout'.
+    policy_seed = tf.random.experimental.stateless_fold_in(seed, 2)
+    return autoaugment_lib.autoaugment(
+        image, policy_seed, policy=spec.autoaugment_policy,
+        constants=constants)
+
+
+def _augment_autoaugment(image, seed, spec):
+    # The official SAM recipe (dataset_source.py `_apply_image_augmentations`
+    # with 'autoaugment'): the policy on the uint8 image, then crop + flip,
+    # then normalisation.
+    image = _autoaugment_policy(image, seed, spec,
+                                autoaugment_lib.AUTOAUGMENT_CONSTANTS)
+    return _augment_basic(image, seed, spec)
+
+
+def _augment_autoaugment_cutout(image, seed, spec):
+    image = _augment_autoaugment(image, seed, spec)
+    cutout_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+    size = min(_CUTOUT_SIZE, spec.image_shape[0] // 2)
+    return cutout(image, size, cutout_seed)
+
+
+def _augment_autoaugment_only(image, seed, spec):
+    # The official 'aa-only', which its flags recommend for SVHN.
+    image = _autoaugment_policy(image, seed, spec,
+                                autoaugment_lib.AUTOAUGMENT_CONSTANTS)
+    return normalize(image, spec.mean, spec.std)
+
+
+def _augment_autoaugment_small_image(image, seed, spec):
+    image = _autoaugment_policy(
+        image, seed, spec, autoaugment_lib.AUTOAUGMENT_SMALL_IMAGE_CONSTANTS)
+    return _augment_basic(image, seed, spec)
+
+
+def _augment_randaugment(image, seed, spec):
+    policy_seed = tf.random.experimental.stateless_fold_in(seed, 2)
+    image = autoaugment_lib.randaugment(image, policy_seed)
+    return _augment_basic(image, seed, spec)
+
+
 # Name -> fn(uint8 image [H, W, C], seed [2], spec) -> normalised float32
-# image. Register further augmentations (e.g. AutoAugment) here.
+# image. The 'autoaugment*' names use spec.autoaugment_policy (SVHN's policy
+# for svhn_cropped, CIFAR-10's otherwise).
 TRAINING_AUGMENTATIONS: dict[
     str, Callable[[tf.Tensor, tf.Tensor, DatasetSpec], tf.Tensor]] = {
         'none': _augment_none,
         'basic': _augment_basic,
         'cutout': _augment_cutout,
+        'autoaugment': _augment_autoaugment,
+        'autoaugment_cutout': _augment_autoaugment_cutout,
+        'autoaugment_only': _augment_autoaugment_only,
+        'autoaugment_small_image': _augment_autoaugment_small_image,
+        'randaugment': _augment_randaugment,
     }
 
 
@@ -141,7 +191,14 @@ def augment_for_training(image: tf.Tensor, seed: tf.Tensor, *,
         spec: the data set (normalisation statistics, flip, crop padding).
         augmentation: a key of TRAINING_AUGMENTATIONS: 'none' (normalise
             only), 'basic' (reflect-pad crop + flip where valid), 'cutout'
-            (basic + cutout of min(16, H // 2) pixels).
+            (basic + cutout of min(16, H // 2) pixels), 'autoaugment' (the
+            spec's AutoAugment policy, then basic: the official SAM
+            recipe), 'autoaugment_cutout' (autoaugment + cutout),
+            'autoaugment_only' (the policy alone, the official 'aa-only'
+            for SVHN), 'autoaugment_small_image' (autoaugment with the
+            AutoAugment paper's CIFAR ranges: translation <= 10 px, cutout
+            side <= 20 px), 'randaugment' (RandAugment N=2, M=9, then
+            basic).
 
     Returns:
         float32 [H, W, C] normalised image.
