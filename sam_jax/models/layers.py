@@ -44,3 +44,17 @@ def shortcut_add(block_x, orig_x):
         extra = block_x.shape[-1] - orig_x.shape[-1]
         orig_x = jnp.pad(orig_x, [(0, 0), (0, 0), (0, 0), (0, extra)])
     return block_x + orig_x
+
+
+Conv1x1 = functools.partial(nn.Conv, kernel_size=(1, 1), padding="SAME",
+                            use_bias=False, kernel_init=conv_kernel_init)
+
+
+def subsample(x, stride: int):
+    """Every `stride`-th pixel: a 1x1 average pool with that stride."""
+    return x[:, ::stride, ::stride, :]
+
+
+def pad_channels(x, channels: int):
+    """Zero-pads the channel axis up to `channels` (parameter-free shortcut)."""
+    return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, channels - x.shape[-1])])
