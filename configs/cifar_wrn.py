@@ -2,7 +2,7 @@
 
 ARG is a comma-separated list; each item picks one axis (defaults first):
   dataset:  cifar10 | cifar100
-  aug:      basic | cutout
+  aug:      basic | cutout | autoaugment
   epochs:   200 | 1800          (sets LR and weight decay as in appendix C)
   method:   sam | sgd           (sgd is rho = 0)
 
@@ -23,7 +23,7 @@ HYPERPARAMETERS_BY_EPOCHS = {  # epochs -> (learning rate, weight decay)
 RHO_BY_DATASET = {"cifar10": 0.05, "cifar100": 0.1}
 AXES = {
     "dataset": ("cifar10", "cifar100"),
-    "aug": ("basic", "cutout"),
+    "aug": ("basic", "cutout", "autoaugment"),
     "epochs": ("200", "1800"),
     "method": ("sam", "sgd"),
 }

@@ -15,6 +15,12 @@ def base_config() -> ml_collections.ConfigDict:
     config.dataset = "cifar10"  # see sam_jax.data.DATASETS
     config.data_dir = ml_collections.config_dict.placeholder(str)  # tfds data_dir
     config.augmentation = "basic"  # see sam_jax.data.TRAINING_AUGMENTATIONS
+    # Streamed data sets (ImageNet, finetuning): training / evaluation resolution;
+    # None is the data set's default (224).
+    config.image_size = ml_collections.config_dict.placeholder(int)
+    config.randaugment = ml_collections.ConfigDict()
+    config.randaugment.num_layers = 2
+    config.randaugment.magnitude = 9
     config.validation_split = False  # hold out 10% of train (the rho search)
     config.label_noise = 0.0  # symmetric noise rate on training labels, [0, 1)
     config.label_noise_seed = 0
@@ -25,10 +31,13 @@ def base_config() -> ml_collections.ConfigDict:
 
     # Optimisation (the paper's CIFAR defaults).
     config.num_epochs = 200
+    # Training length in steps instead (finetuning: 5k steps); None uses epochs.
+    config.num_steps = ml_collections.config_dict.placeholder(int)
     config.batch_size = 256  # global, over all devices and hosts
     config.eval_batch_size = 1024
     config.label_smoothing = 0.0
     config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "sgd"  # or "rmsprop" (the official code's other choice)
     config.optimizer.learning_rate = 0.1
     config.optimizer.schedule = "cosine"  # or "constant"
     config.optimizer.momentum = 0.9
@@ -46,6 +55,22 @@ def base_config() -> ml_collections.ConfigDict:
     # official code's m-sharpness). Must divide the per-device batch.
     config.sam.examples_per_perturbation = ml_collections.config_dict.placeholder(int)
     config.sam.group_map = "vmap"  # or "sequential": less memory, slower
+
+    # Sharpness during training (in-memory data sets): every `every_epochs`
+    # epochs (0: never), lambda_max, lambda_max / lambda_top_k and m-sharpness
+    # on a fixed subset of `num_examples` training examples go to metrics.jsonl
+    # (split "sharpness"). See sam_jax.analysis.sharpness_metrics.
+    config.sharpness = ml_collections.ConfigDict()
+    config.sharpness.every_epochs = 0
+    config.sharpness.num_examples = 128
+    config.sharpness.top_k = 5
+    config.sharpness.m = 16
+    config.sharpness.rho = 0.05
+    config.sharpness.num_iterations = 20
+
+    # Faults: a non-finite loss or gradient stops the run (the last good
+    # checkpoint is kept); True skips such steps instead (counted in metrics).
+    config.skip_nonfinite_steps = False
 
     # Bookkeeping.
     config.log_every_steps = 100

@@ -22,9 +22,16 @@ _DISTRIBUTED = flags.DEFINE_enum(
     "Call jax.distributed.initialize() (multi-host runs). 'auto': when launched "
     "by SLURM with more than one task, or on a multi-host TPU (JAX detects the "
     "coordinator from the environment).")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "If the workdir holds a run with a different config, "
+    "delete it and start afresh (otherwise such a workdir is refused).")
 flags.mark_flags_as_required(["config", "workdir"])
 
+# Exit codes: 0 done; 2 bad input (nothing written); 3 non-finite loss or
+# gradient (last good checkpoint kept); 75 preempted by SIGTERM after saving a
+# checkpoint (run the same command again to resume).
 EXIT_BAD_INPUT = 2
+EXIT_NONFINITE = 3
 
 
 def _want_distributed() -> bool:
@@ -42,16 +49,24 @@ def main(argv):
     # Imported here so that --help and flag errors come before JAX starts.
     import jax
     from sam_jax import data
+    from sam_jax import preemption
     from sam_jax import train
     from sam_jax import validate
 
     if _want_distributed():
         jax.distributed.initialize()
     try:
-        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+        train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
+                                 overwrite=_OVERWRITE.value)
     except (validate.ConfigError, data.DatasetUnavailableError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+    except train.NonFiniteError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(EXIT_NONFINITE)
+    except preemption.Preempted as e:
+        print(f"stopped: {e}; run the same command to resume", file=sys.stderr)
+        sys.exit(preemption.EXIT_PREEMPTED)
 
 
 if __name__ == "__main__":

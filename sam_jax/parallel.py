@@ -36,7 +36,7 @@ def global_batch(mesh: Mesh, local_batch):
 def shard_train_step(per_device_step, mesh: Mesh):
     """jit(shard_map(step)): state replicated, batch split, state buffers donated."""
     step = jax.shard_map(per_device_step, mesh=mesh,
-                         in_specs=(P(), P(AXIS), P()), out_specs=(P(), P()))
+                         in_specs=(P(), P(AXIS), P()), out_specs=P())
     return jax.jit(step, donate_argnums=0)
 
 

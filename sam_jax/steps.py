@@ -28,12 +28,39 @@ import sam_jax
 AXIS = "batch"
 
 
+METRIC_NAMES = ("loss", "error", "clean_loss", "clean_error", "grad_norm")
+
+
 @flax.struct.dataclass
 class TrainState:
+    """Everything a run needs to continue bit-for-bit from a checkpoint.
+
+    metrics_sum: training metrics summed since the last report, plus "steps",
+      the number of (finite) steps summed, so a report after a resume averages
+      the same steps as an uninterrupted run.
+    nonfinite_steps / first_nonfinite_step: count and first step (-1: none) whose
+      loss or gradient was not finite; checked on the host only at reports and
+      checkpoints, so the loop never waits on the device.
+    """
     step: jnp.ndarray
     params: Any
     batch_stats: Any
     opt_state: Any
+    metrics_sum: Any
+    nonfinite_steps: jnp.ndarray
+    first_nonfinite_step: jnp.ndarray
+
+
+def zero_metrics_sum():
+    return {name: jnp.zeros([], jnp.float32) for name in METRIC_NAMES + ("steps",)}
+
+
+def new_train_state(params, batch_stats, opt_state) -> TrainState:
+    return TrainState(step=jnp.zeros([], jnp.int32), params=params,
+                      batch_stats=batch_stats, opt_state=opt_state,
+                      metrics_sum=zero_metrics_sum(),
+                      nonfinite_steps=jnp.zeros([], jnp.int32),
+                      first_nonfinite_step=jnp.full([], -1, jnp.int32))
 
 
 def cross_entropy(logits, labels, label_smoothing: float = 0.0):
@@ -62,8 +89,15 @@ def top_k_correct(logits, labels, k: int):
 def make_train_step(model, tx: optax.GradientTransformation, *, rho: float,
                     adaptive: bool, eta: float, sync_perturbation: bool,
                     examples_per_perturbation: int, per_device_batch: int,
-                    group_map: str, weight_decay: float, label_smoothing: float):
-    """Returns `train_step(state, batch, key) -> (state, metrics)` for one device."""
+                    group_map: str, weight_decay: float, label_smoothing: float,
+                    skip_nonfinite: bool = False):
+    """Returns `train_step(state, batch, key) -> state` for one device.
+
+    With `skip_nonfinite`, a step whose loss or gradient is not finite leaves
+    the weights, optimizer and BatchNorm state unchanged (the step counter and
+    so the data still advance); otherwise it is applied and the loop stops at
+    its next check.
+    """
     num_groups = per_device_batch // examples_per_perturbation
 
     def train_step(state: TrainState, batch, key):
@@ -100,9 +134,25 @@ def make_train_step(model, tx: optax.GradientTransformation, *, rho: float,
             "loss": ce, "error": error, "clean_loss": out.clean_aux[1],
             "clean_error": out.clean_aux[2]})
         metrics["grad_norm"] = optax.tree.norm(out.grads)
-        new_state = state.replace(step=state.step + 1, params=params,
-                                  batch_stats=batch_stats, opt_state=opt_state)
-        return new_state, metrics
+        finite = (jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["clean_loss"])
+                  & jnp.isfinite(metrics["grad_norm"]))
+        if skip_nonfinite:
+            keep = lambda new, old: jax.tree_util.tree_map(
+                lambda a, b: jnp.where(finite, a, b), new, old)
+            params = keep(params, state.params)
+            opt_state = keep(opt_state, state.opt_state)
+            batch_stats = keep(batch_stats, state.batch_stats)
+        metrics["steps"] = jnp.float32(1.0)
+        metrics_sum = jax.tree_util.tree_map(
+            lambda total, x: total + jnp.where(finite, x, 0.0),
+            state.metrics_sum, metrics)
+        return state.replace(
+            step=state.step + 1, params=params, batch_stats=batch_stats,
+            opt_state=opt_state, metrics_sum=metrics_sum,
+            nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32),
+            first_nonfinite_step=jnp.where(
+                (state.first_nonfinite_step < 0) & ~finite, state.step,
+                state.first_nonfinite_step))
 
     return train_step
 

@@ -20,9 +20,11 @@ import optax
 from sam_jax import checkpoint
 from sam_jax import data
 from sam_jax import parallel
+from sam_jax import preemption
 from sam_jax import reporting
 from sam_jax import steps
 from sam_jax import validate
+from sam_jax import workdir as workdir_lib
 from sam_jax.models import get_model
 
 
@@ -34,13 +36,21 @@ def learning_rate_schedule(config, total_steps: int) -> optax.Schedule:
 
 
 def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
-    """Clipping of the (device-averaged) SAM gradient, then SGD Nesterov."""
+    """Clipping of the (device-averaged) SAM gradient, then the base optimizer.
+
+    Weight decay is not here: it is an L2 term of the loss (see steps.py).
+    """
     opt = config.optimizer
+    schedule = learning_rate_schedule(config, total_steps)
     parts = []
     if opt.grad_clip_norm:
         parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
-    parts.append(optax.sgd(learning_rate_schedule(config, total_steps),
-                           momentum=opt.momentum or None, nesterov=opt.nesterov))
+    if opt.name == "rmsprop":  # the official code's EfficientNet settings
+        parts.append(optax.rmsprop(schedule, decay=0.9, eps=1e-3,
+                                   momentum=opt.momentum or None))
+    else:
+        parts.append(optax.sgd(schedule, momentum=opt.momentum or None,
+                               nesterov=opt.nesterov))
     return optax.chain(*parts)
 
 
@@ -50,34 +60,17 @@ def initial_state(config, model, tx, image_shape) -> steps.TrainState:
                            jnp.zeros((1,) + tuple(image_shape), jnp.float32),
                            train=False)
     params = variables["params"]
-    return steps.TrainState(step=jnp.zeros([], jnp.int32), params=params,
-                            batch_stats=variables.get("batch_stats", {}),
-                            opt_state=tx.init(params))
+    return steps.new_train_state(params, variables.get("batch_stats", {}),
+                                 tx.init(params))
 
 
-def load_data(config, spec):
-    """Whole training and evaluation splits as numpy, with label noise applied.
-
-    Returns ((train_images, train_labels), (eval_images, eval_labels), corrupted)
-    where `corrupted` marks the training examples whose label noise changed.
-    """
-    train_split, eval_split = data.train_and_eval_splits(spec, config.validation_split)
-    train_images, train_labels = data.load_split(config.dataset, train_split,
-                                                 config.data_dir)
-    eval_images, eval_labels = data.load_split(config.dataset, eval_split,
-                                               config.data_dir)
-    train_labels, corrupted = data.symmetric_label_noise(
-        train_labels, config.label_noise, spec.num_classes,
-        seed=config.label_noise_seed)
-    return (train_images, train_labels), (eval_images, eval_labels), corrupted
+class NonFiniteError(RuntimeError):
+    """The loss or gradient stopped being finite; the message names the step."""
 
 
-def evaluate(p_eval_step, state, mesh, images, labels, spec, batch_size) -> dict:
+def evaluate(p_eval_step, state, mesh, inputs: data.RunInputs) -> dict:
     totals = None
-    for batch in data.eval_batches(images, labels, spec=spec,
-                                   global_batch_size=batch_size,
-                                   process_index=jax.process_index(),
-                                   process_count=jax.process_count()):
+    for batch in inputs.eval_batches():
         sums = p_eval_step(state, parallel.global_batch(mesh, batch))
         totals = sums if totals is None else jax.tree_util.tree_map(
             jnp.add, totals, sums)
@@ -86,20 +79,60 @@ def evaluate(p_eval_step, state, mesh, images, labels, spec, batch_size) -> dict
     return {name: float(value / count) for name, value in totals.items()}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def _check_finite(state, workdir: str, manager) -> None:
+    """Raises NonFiniteError if a step since the start was not finite."""
+    first = int(jax.device_get(state.first_nonfinite_step))
+    if first >= 0:
+        last_good = manager.latest_step()
+        kept = ("no checkpoint was saved before it" if last_good is None else
+                f"the last good checkpoint, step {last_good} in {workdir}, is kept")
+        raise NonFiniteError(
+            f"non-finite loss or gradient at step {first}; {kept}; set "
+            "--config.skip_nonfinite_steps=True to skip such steps instead")
+
+
+def _report_train(state, done, lr_fn, rho, progress, writer, is_main,
+                  total_steps, steps_per_epoch):
+    """Writes and prints the metrics summed since the last report; resets them."""
+    sums = jax.device_get(state.metrics_sum)
+    num = max(float(sums.pop("steps")), 1.0)
+    means = {k: float(v) / num for k, v in sums.items()}
+    rate, eta_seconds = progress.update(done)
+    means.update(learning_rate=float(lr_fn(done - 1)), rho=rho,
+                 skipped_steps=int(jax.device_get(state.nonfinite_steps)),
+                 steps_per_second=rate)
+    writer.write(done, "train", means)
+    if is_main:
+        print(f"step {done}/{total_steps} epoch {done / steps_per_epoch:.2f} "
+              f"loss {means['loss']:.4f} error {means['error']:.4f} "
+              f"rho {rho:g} lr {means['learning_rate']:.4g} "
+              f"{rate:.2f} steps/s ETA {reporting.format_duration(eta_seconds)}",
+              flush=True)
+    zeros = jax.device_put(steps.zero_metrics_sum(), state.step.sharding)
+    return state.replace(metrics_sum=zeros)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       overwrite: bool = False) -> dict[str, Any]:
     """Trains `config` in `workdir` (resuming from its checkpoints) and evaluates.
+
+    Every check of the input (config values, data availability, a workdir that
+    holds another config's run) comes before anything is written. Raises
+    `validate.ConfigError` / `data.DatasetUnavailableError` on bad input,
+    `NonFiniteError` when the loss or gradient is not finite (unless
+    config.skip_nonfinite_steps), and `preemption.Preempted` after saving a
+    checkpoint on SIGTERM.
 
     Returns the final evaluation metrics (also written to results.json).
     """
     num_devices = jax.device_count()
     validate.validate_config(config, num_devices)
     is_main = jax.process_index() == 0
-    spec = data.get_spec(config.dataset)
-    # Everything that can fail on bad input happens before the workdir is touched.
-    (train_images, train_labels), (eval_images, eval_labels), corrupted = load_data(
-        config, spec)
-    steps_per_epoch = data.steps_per_epoch(len(train_labels), config.batch_size)
-    total_steps = config.num_epochs * steps_per_epoch
+    inputs = data.prepare_inputs(config, jax.process_index(), jax.process_count())
+    spec = inputs.spec
+    workdir_lib.check_workdir(config, workdir, overwrite)
+    steps_per_epoch = data.steps_per_epoch(inputs.num_train_examples, config.batch_size)
+    total_steps = config.num_steps or config.num_epochs * steps_per_epoch
 
     mesh = parallel.make_mesh()
     model = get_model(config.model.name, spec.num_classes)
@@ -113,17 +146,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                    or per_device_batch),
         per_device_batch=per_device_batch, group_map=sam_config.group_map,
         weight_decay=config.optimizer.weight_decay,
-        label_smoothing=config.label_smoothing)
+        label_smoothing=config.label_smoothing,
+        skip_nonfinite=config.skip_nonfinite_steps)
     p_train_step = parallel.shard_train_step(train_step, mesh)
     p_eval_step = parallel.jit_eval_step(steps.make_eval_step(model), mesh)
 
-    state = jax.device_put(initial_state(config, model, tx, spec.image_shape),
+    state = jax.device_put(initial_state(config, model, tx, inputs.image_shape),
                            parallel.replicated(mesh))
     os.makedirs(workdir, exist_ok=True)
-    manager = checkpoint.make_manager(workdir)
-    restored = checkpoint.restore_latest(manager, state)
+    restored = checkpoint.restore_latest(workdir, state)
     if restored is not None:
         state = restored
+    manager = checkpoint.make_manager(workdir)
     start_step = int(jax.device_get(state.step))
     results_path = os.path.join(workdir, "results.json")
     if start_step == total_steps and os.path.exists(results_path):
@@ -133,76 +167,85 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             print(f"already finished: {results_path}", flush=True)
         return results
     if is_main:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
-        if config.label_noise:  # the corrupted examples are part of the record
+        workdir_lib.write_config(config, workdir)
+        workdir_lib.trim_metrics(workdir, start_step)
+        if inputs.corrupted is not None:  # the noisy labels are part of the record
             np.savez_compressed(os.path.join(workdir, "label_noise.npz"),
-                                corrupted_indices=np.flatnonzero(corrupted),
-                                noisy_labels=train_labels[corrupted])
+                                corrupted_indices=np.flatnonzero(inputs.corrupted),
+                                noisy_labels=inputs.noisy_labels)
         print(f"{'resuming at' if start_step else 'starting'} step {start_step}"
-              f"/{total_steps} ({config.num_epochs} epochs of {steps_per_epoch} "
-              f"steps, {num_devices} devices, {len(train_labels)} training and "
-              f"{len(eval_labels)} evaluation examples)", flush=True)
+              f"/{total_steps} ({total_steps / steps_per_epoch:g} epochs of {steps_per_epoch} "
+              f"steps, {num_devices} devices, {inputs.num_train_examples} training "
+              f"and {inputs.num_eval_examples} evaluation examples)", flush=True)
 
     writer = reporting.MetricsWriter(workdir, enabled=is_main)
     progress = reporting.Progress(start_step, total_steps)
     lr_fn = learning_rate_schedule(config, total_steps)
     base_key = jax.random.PRNGKey(config.seed)
-    train_batches = data.train_dataset(
-        train_images, train_labels, spec=spec, augmentation=config.augmentation,
-        global_batch_size=config.batch_size, seed=config.seed,
-        start_step=start_step, num_steps=total_steps,
-        process_index=jax.process_index(), process_count=jax.process_count())
+    train_batches = inputs.train_batches(start_step, total_steps)
 
-    pending = []  # device-side metrics since the last report: no host sync per step
-    for step, batch in zip(range(start_step, total_steps),
-                           data.as_numpy_iterator(train_batches)):
-        state, metrics = p_train_step(state, parallel.global_batch(mesh, batch),
-                                      base_key)
-        pending.append(metrics)
-        done = step + 1
-        epoch_end = done % steps_per_epoch == 0
-        if done % config.log_every_steps == 0 or done == total_steps:
-            means = {k: float(np.mean(v)) for k, v in
-                     jax.device_get(jax.tree_util.tree_map(
-                         lambda *xs: jnp.stack(xs), *pending)).items()}
-            pending = []
-            rate, eta_seconds = progress.update(done)
-            means.update(learning_rate=float(lr_fn(step)), rho=sam_config.rho,
-                         steps_per_second=rate)
-            writer.write(done, "train", means)
-            if is_main:
-                print(f"step {done}/{total_steps} epoch {done / steps_per_epoch:.2f} "
-                      f"loss {means['loss']:.4f} error {means['error']:.4f} "
-                      f"rho {sam_config.rho:g} lr {means['learning_rate']:.4g} "
-                      f"{rate:.2f} steps/s ETA {reporting.format_duration(eta_seconds)}",
-                      flush=True)
-        if epoch_end and (done // steps_per_epoch) % config.eval_every_epochs == 0 \
-                and done != total_steps:
-            eval_metrics = evaluate(p_eval_step, state, mesh, eval_images,
-                                    eval_labels, spec, config.eval_batch_size)
-            writer.write(done, "eval", eval_metrics)
-            if is_main:
-                print(f"eval step {done} epoch {done // steps_per_epoch}: " +
-                      " ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()),
-                      flush=True)
-        if done % config.checkpoint_every_steps == 0:
-            checkpoint.save(manager, state)
+    def check_finite(state):
+        if not config.skip_nonfinite_steps:  # skipped steps changed nothing
+            _check_finite(state, workdir, manager)
 
-    checkpoint.save(manager, state)
+    def save_checkpoint(state):
+        check_finite(state)  # a non-finite state never replaces a good checkpoint
+        checkpoint.save(manager, state)
+
+    def measure_sharpness(state, done):
+        from sam_jax import analysis  # imported on use: most runs never need it
+        sharp = config.sharpness
+        images, labels = inputs.training_examples(sharp.num_examples)
+        metrics = analysis.sharpness_metrics(
+            model, state, images, labels, num_examples=sharp.num_examples,
+            top_k=sharp.top_k, m=sharp.m, rho=sharp.rho, seed=config.seed,
+            num_iterations=sharp.num_iterations)
+        writer.write(done, "sharpness", metrics)
+        if is_main:
+            print(f"sharpness step {done} epoch {done // steps_per_epoch}: " +
+                  " ".join(f"{k} {v:.4g}" for k, v in metrics.items()), flush=True)
+
+    with preemption.SigtermWatcher() as sigterm:
+        for step, batch in zip(range(start_step, total_steps),
+                               data.as_numpy_iterator(train_batches)):
+            state = p_train_step(state, parallel.global_batch(mesh, batch), base_key)
+            done = step + 1
+            if done % config.log_every_steps == 0 or done == total_steps:
+                check_finite(state)
+                state = _report_train(state, done, lr_fn, sam_config.rho, progress,
+                                      writer, is_main, total_steps, steps_per_epoch)
+            if (done % steps_per_epoch == 0 and done != total_steps and
+                    (done // steps_per_epoch) % config.eval_every_epochs == 0):
+                eval_metrics = evaluate(p_eval_step, state, mesh, inputs)
+                writer.write(done, "eval", eval_metrics)
+                if is_main:
+                    print(f"eval step {done} epoch {done // steps_per_epoch}: " +
+                          " ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()),
+                          flush=True)
+            if (config.sharpness.every_epochs and done % steps_per_epoch == 0 and
+                    (done // steps_per_epoch) % config.sharpness.every_epochs == 0):
+                measure_sharpness(state, done)
+            if done % config.checkpoint_every_steps == 0:
+                save_checkpoint(state)
+            if sigterm.should_stop(done) and done != total_steps:
+                save_checkpoint(state)
+                manager.wait_until_finished()
+                writer.close()
+                raise preemption.Preempted(done)
+
+    save_checkpoint(state)
     manager.wait_until_finished()
-    results = evaluate(p_eval_step, state, mesh, eval_images, eval_labels, spec,
-                       config.eval_batch_size)
+    results = evaluate(p_eval_step, state, mesh, inputs)
     writer.write(total_steps, "eval", results)
     writer.close()
     split_name = "validation" if config.validation_split else "test"
     results = {f"{split_name}_{k}": v for k, v in results.items()}
-    results.update(steps=total_steps, epochs=config.num_epochs)
+    results.update(steps=total_steps, epochs=total_steps / steps_per_epoch,
+                   skipped_steps=int(jax.device_get(state.nonfinite_steps)))
     if is_main:
         with open(results_path, "w") as f:
             json.dump(results, f, indent=2)
         print(f"final {split_name} error {100 * results[f'{split_name}_error']:.2f}% "
               f"(top-5 {100 * results[f'{split_name}_top5_error']:.2f}%) after "
-              f"{total_steps} steps; results in {os.path.join(workdir, 'results.json')}",
-              flush=True)
+              f"{total_steps} steps; results in {results_path}", flush=True)
     return results

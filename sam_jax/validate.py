@@ -5,6 +5,7 @@ import sam_jax
 from sam_jax.models import MODELS
 
 OPTIMIZER_SCHEDULES = ("cosine", "constant")
+OPTIMIZERS = ("sgd", "rmsprop")
 
 
 class ConfigError(ValueError):
@@ -26,15 +27,26 @@ def validate_config(config, num_devices: int) -> None:
            f"unknown model {config.model.name!r}; allowed: {_allowed(MODELS)}")
     _check(config.dataset in data.DATASETS,
            f"unknown dataset {config.dataset!r}; allowed: {_allowed(data.DATASETS)}")
-    _check(config.augmentation in data.TRAINING_AUGMENTATIONS,
-           f"unknown augmentation {config.augmentation!r}; allowed: "
-           f"{_allowed(data.TRAINING_AUGMENTATIONS)}")
+    spec = data.DATASETS[config.dataset]
+    augmentations = (data.TRAINING_AUGMENTATIONS if spec.in_memory
+                     else data.STREAMING_AUGMENTATIONS)
+    _check(config.augmentation in augmentations,
+           f"unknown augmentation {config.augmentation!r} for {config.dataset}; "
+           f"allowed: {_allowed(augmentations)}")
+    _check(spec.in_memory or not config.label_noise,
+           f"label_noise={config.label_noise!r}: label noise is only supported on "
+           "in-memory data sets (cifar10, cifar100, digits, fashion_mnist, "
+           f"svhn_cropped), not {config.dataset!r}")
+    _check(config.optimizer.name in OPTIMIZERS,
+           f"unknown optimizer {config.optimizer.name!r}; allowed: {_allowed(OPTIMIZERS)}")
     _check(config.optimizer.schedule in OPTIMIZER_SCHEDULES,
            f"unknown optimizer.schedule {config.optimizer.schedule!r}; allowed: "
            f"{_allowed(OPTIMIZER_SCHEDULES)}")
     _check(0.0 <= config.label_noise < 1.0,
            f"label_noise={config.label_noise!r} must be in [0, 1)")
     _check(config.num_epochs >= 1, f"num_epochs={config.num_epochs!r} must be >= 1")
+    _check(config.num_steps is None or config.num_steps >= 1,
+           f"num_steps={config.num_steps!r} must be >= 1 (or None: use num_epochs)")
     _check(config.optimizer.learning_rate > 0,
            f"optimizer.learning_rate={config.optimizer.learning_rate!r} must be > 0")
     _check(config.optimizer.weight_decay >= 0,
@@ -59,5 +71,16 @@ def validate_config(config, num_devices: int) -> None:
     _check(m is None or (m >= 1 and per_device_batch % m == 0),
            f"sam.examples_per_perturbation={m!r} must divide the per-device batch "
            f"{per_device_batch} (batch_size {config.batch_size} / {num_devices} devices)")
+    sharpness = config.sharpness
+    _check(sharpness.every_epochs >= 0,
+           f"sharpness.every_epochs={sharpness.every_epochs!r} must be >= 0 (0: off)")
+    if sharpness.every_epochs:
+        _check(spec.in_memory, f"sharpness.every_epochs: sharpness during training "
+               f"needs an in-memory data set, not {config.dataset!r}")
+        _check(sharpness.top_k >= 2, f"sharpness.top_k={sharpness.top_k!r} must be >= 2")
+        _check(sharpness.m >= 1 and sharpness.num_examples % sharpness.m == 0,
+               f"sharpness.m={sharpness.m!r} must divide sharpness.num_examples="
+               f"{sharpness.num_examples!r}")
+        _check(sharpness.rho >= 0, f"sharpness.rho={sharpness.rho!r} must be >= 0")
     for name in ("log_every_steps", "eval_every_epochs", "checkpoint_every_steps"):
         _check(config[name] >= 1, f"{name}={config[name]!r} must be >= 1")

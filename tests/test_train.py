@@ -108,10 +108,8 @@ def test_one_step_on_8_devices_equals_loop_over_shards():
     lr, rho, wd = 0.1, 0.2, 5e-4
     tx = optax.chain(optax.clip_by_global_norm(5.0),
                      optax.sgd(lr, momentum=0.9, nesterov=True))
-    state = steps.TrainState(step=jnp.zeros([], jnp.int32),
-                             params=variables["params"],
-                             batch_stats=variables["batch_stats"],
-                             opt_state=tx.init(variables["params"]))
+    state = steps.new_train_state(variables["params"], variables["batch_stats"],
+                                  tx.init(variables["params"]))
     mesh = parallel.make_mesh()
     step = parallel.shard_train_step(steps.make_train_step(
         model, tx, rho=rho, adaptive=False, eta=0.01, sync_perturbation=False,
@@ -119,7 +117,7 @@ def test_one_step_on_8_devices_equals_loop_over_shards():
         weight_decay=wd, label_smoothing=0.0), mesh)
     # A copy: the step donates (deletes) its input state.
     state = jax.tree_util.tree_map(jnp.copy, state)
-    new_state, _ = step(jax.device_put(state, parallel.replicated(mesh)),
+    new_state = step(jax.device_put(state, parallel.replicated(mesh)),
                         parallel.global_batch(mesh, {"image": images, "label": labels}),
                         jax.random.PRNGKey(1))
     ref_params, ref_stats = reference_sam_step(
@@ -177,7 +175,7 @@ def final_params(workdir, config):
     model = get_model(config.model.name, 10)
     tx = train.make_optimizer(config, total_steps=1)
     target = train.initial_state(config, model, tx, (8, 8, 1))
-    return checkpoint.restore_latest(checkpoint.make_manager(workdir), target).params
+    return checkpoint.restore_latest(workdir, target).params
 
 
 def test_digits_learns_and_resumes_bit_for_bit(tmp_path, monkeypatch):
@@ -210,8 +208,12 @@ def test_digits_learns_and_resumes_bit_for_bit(tmp_path, monkeypatch):
      "sam.examples_per_perturbation=3 must divide the per-device batch 8"),
     ("--config.label_noise=1.0", "label_noise=1.0 must be in [0, 1)"),
     ("--config.dataset=cifar10", "dataset 'cifar10' is not prepared"),
+    ("--config.dataset=mnist", "unknown dataset 'mnist'; allowed:"),
+    ("--config.augmentation=mixup", "unknown augmentation 'mixup' for digits; allowed:"),
+    ("--config.optimizer.name=lamb", "unknown optimizer 'lamb'; allowed:"),
 ])
-def test_bad_input_exits_2_with_one_line_and_no_workdir(tmp_path, override, message):
+def test_bad_input_exits_2_with_one_line_and_no_workdir(tmp_path, override, message,
+                                                       fault_table):
     workdir = tmp_path / "run"
     env = dict(os.environ, TFDS_DATA_DIR=str(tmp_path / "tfds"))
     proc = subprocess.run(
@@ -222,3 +224,17 @@ def test_bad_input_exits_2_with_one_line_and_no_workdir(tmp_path, override, mess
     error_lines = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
     assert len(error_lines) == 1 and message in error_lines[0], proc.stderr[-2000:]
     assert not workdir.exists()
+    fault_table((f"`{override}`", f"exit code {proc.returncode}, workdir not created: "
+                 f"`{error_lines[0]}`"))
+
+
+def test_sharpness_is_logged_during_training(tmp_path):
+    config = tiny_digits_config(num_epochs=2, checkpoint_every_steps=1000)
+    config.sharpness.update(every_epochs=1, num_examples=32, m=8, num_iterations=10)
+    train.train_and_evaluate(config, str(tmp_path))
+    rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+    sharp = [r for r in rows if r["split"] == "sharpness"]
+    assert [r["step"] for r in sharp] == [20, 40]
+    for r in sharp:
+        assert r["lambda_max"] > 0 and r["lambda_max_over_lambda_5"] >= 1
+        assert r["m_sharpness"] >= 0

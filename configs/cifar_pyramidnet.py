@@ -1,0 +1,49 @@
+"""PyramidNet-272 (alpha 200, bottleneck) on CIFAR-10/100, vanilla or with
+ShakeDrop: the PyramidNet rows of Table 1.
+
+ARG (comma-separated, defaults first):
+  dataset: cifar10 | cifar100
+  aug:     basic | cutout | autoaugment
+  variant: vanilla | shakedrop
+  method:  sam | sgd                 (sgd is rho = 0)
+
+  python -m sam_jax.main --config=configs/cifar_pyramidnet.py:cifar10,autoaugment,shakedrop \
+      --workdir=/tmp/pyramid_sd_c10_aa_sam
+
+Appendix C: vanilla LR 0.05, WD 5e-4, rho 0.05 / 0.2 (CIFAR-10 / -100);
++ShakeDrop LR 0.02 / 0.05, WD 5e-4, rho 0.05 / 0.05. Batch 256, Nesterov 0.9,
+cosine, 1800 epochs (the paper's appendix C; not in PAPER.md's table).
+"""
+
+from sam_jax.config_schema import base_config, parse_config_arg
+
+# (variant, dataset) -> (learning rate, rho)
+HYPERPARAMETERS = {
+    ("vanilla", "cifar10"): (0.05, 0.05),
+    ("vanilla", "cifar100"): (0.05, 0.2),
+    ("shakedrop", "cifar10"): (0.02, 0.05),
+    ("shakedrop", "cifar100"): (0.05, 0.05),
+}
+MODEL_BY_VARIANT = {"vanilla": "pyramidnet_272_200",
+                    "shakedrop": "pyramidnet_272_200_shakedrop"}
+AXES = {
+    "dataset": ("cifar10", "cifar100"),
+    "aug": ("basic", "cutout", "autoaugment"),
+    "variant": ("vanilla", "shakedrop"),
+    "method": ("sam", "sgd"),
+}
+
+
+def get_config(arg=None):
+    choice = parse_config_arg(arg, AXES)
+    config = base_config()
+    config.dataset = choice["dataset"]
+    config.augmentation = choice["aug"]
+    config.model.name = MODEL_BY_VARIANT[choice["variant"]]
+    config.num_epochs = 1800
+    lr, rho = HYPERPARAMETERS[(choice["variant"], config.dataset)]
+    config.optimizer.learning_rate = lr
+    config.optimizer.weight_decay = 5e-4
+    config.sam.rho = rho if choice["method"] == "sam" else 0.0
+    config.checkpoint_every_steps = 5000
+    return config

@@ -1,0 +1,20 @@
+"""scripts/update_readme.py copies generated files between include markers."""
+
+import importlib.util
+import os
+
+_PATH = os.path.join(os.path.dirname(__file__), "..", "scripts", "update_readme.py")
+_spec = importlib.util.spec_from_file_location("update_readme", _PATH)
+update_readme = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(update_readme)
+
+
+def test_inline_replaces_only_the_marked_blocks(tmp_path):
+    (tmp_path / "a.md").write_text("| x |\n|---|\n| 1 |\n")
+    text = ("intro\n<!-- include: a.md -->\nstale\nlines\n<!-- end include -->\n"
+            "outro <!-- include: a.md --> not a block\n")
+    expected = ("intro\n<!-- include: a.md -->\n| x |\n|---|\n| 1 |\n"
+                "<!-- end include -->\noutro <!-- include: a.md --> not a block\n")
+    assert update_readme.inline(text, str(tmp_path)) == expected
+    # Idempotent: a second pass changes nothing.
+    assert update_readme.inline(expected, str(tmp_path)) == expected
