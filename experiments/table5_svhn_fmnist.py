@@ -1,0 +1,41 @@
+"""Table 5: SVHN and Fashion-MNIST test error %, SAM vs baseline.
+
+PAPER.md states no seed count: 1 seed by default.
+
+  python -m sam_jax.reproduce plan --table=table5_svhn_fmnist --root=/tmp/table5
+"""
+
+from experiments import registry
+
+SEEDS = 1
+ROWS = (("wrn_basic", "WRN / Basic"), ("wrn_autoaugment", "WRN / AA"),
+        ("shake_shake_basic", "Shake-Shake / Basic"),
+        ("shake_shake_autoaugment", "Shake-Shake / AA"))
+COLUMNS = (("svhn_sam", "SVHN SAM"), ("svhn_sgd", "SVHN SGD"),
+           ("fmnist_sam", "F-MNIST SAM"), ("fmnist_sgd", "F-MNIST SGD"))
+DATASETS = {"svhn": "svhn_cropped", "fmnist": "fashion_mnist"}
+
+# row -> (SVHN SAM, SVHN SGD, F-MNIST SAM, F-MNIST SGD), from PAPER.md.
+PAPER = {
+    "wrn_basic": (1.42, 1.58, 3.98, 4.57),
+    "wrn_autoaugment": (0.99, 1.14, 3.61, 3.86),
+    "shake_shake_basic": (1.44, 1.58, 3.97, 4.37),
+    "shake_shake_autoaugment": (1.07, 1.03, 3.59, 3.76),
+}
+
+
+def get_table(seeds=None) -> registry.Table:
+    seeds = seeds or SEEDS
+    paper = {(row, column): number for row, numbers in PAPER.items()
+             for (column, _), number in zip(COLUMNS, numbers)}
+
+    def runs_for(row, column):
+        model, aug = row.rsplit("_", 1)
+        dataset, method = column.split("_")
+        return registry.seeded_runs(
+            f"configs/svhn_fmnist.py:{DATASETS[dataset]},{model},{aug},{method}",
+            seeds=seeds)
+
+    return registry.grid_table(
+        "table5_svhn_fmnist", "Table 5: SVHN / Fashion-MNIST test error %", ROWS,
+        COLUMNS, paper, runs_for)

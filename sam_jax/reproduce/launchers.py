@@ -1,0 +1,267 @@
+"""Launchers: run a table's runs here, as a SLURM array job, or on a TPU pod.
+
+Every launcher runs the same command lines (`Run.argv`); a run that stops
+resumes from its workdir when launched again, and a finished one is skipped.
+"""
+
+import dataclasses
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Callable, Optional, Sequence
+
+from experiments import registry
+from sam_jax.reproduce import collect
+
+STATUS_FILE = collect.STATUS_FILE
+LOG_FILE = "launch.log"
+
+
+def write_status(workdir: str, **fields) -> None:
+    """status.json: the launcher's record of a run (collect reads it)."""
+    os.makedirs(workdir, exist_ok=True)
+    fields.update(host=socket.gethostname(), time=time.time())
+    tmp = os.path.join(workdir, STATUS_FILE + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(fields, f, indent=2)
+    os.replace(tmp, os.path.join(workdir, STATUS_FILE))
+
+
+def pending_analyses(run: registry.Run, root: str) -> list[str]:
+    analysis = collect.read_outputs(run.workdir(root)).get("analysis", {})
+    return [what for what in run.analyses if what not in analysis]
+
+
+def is_finished(run: registry.Run, root: str) -> bool:
+    """Trained (results.json) and every analysis written."""
+    return (os.path.exists(os.path.join(run.workdir(root), "results.json"))
+            and not pending_analyses(run, root))
+
+
+class _TermForwarder:
+    """While a run is in flight, SIGTERM to the launcher goes to the run (which
+    saves a checkpoint and exits 75) and the launcher stops after it."""
+
+    def __init__(self):
+        self.child: Optional[subprocess.Popen] = None
+        self.received = False
+
+    def _handler(self, signum, frame):
+        del signum, frame
+        self.received = True
+        if self.child is not None and self.child.poll() is None:
+            self.child.send_signal(signal.SIGTERM)
+
+    def __enter__(self):
+        self._previous = signal.signal(signal.SIGTERM, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self._previous)
+        return False
+
+
+def _run_logged(argv: list[str], log_path: str, cwd: str, forwarder: _TermForwarder,
+                echo: Callable[[str], None]) -> int:
+    """Runs argv, appending its output to log_path and echoing it; the exit code."""
+    with open(log_path, "a") as log:
+        log.write(f"$ {shlex.join(argv)}\n")
+        log.flush()
+        child = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True, bufsize=1)
+        forwarder.child = child
+        try:
+            for line in child.stdout:
+                log.write(line)
+                log.flush()
+                echo(line.rstrip("\n"))
+            return child.wait()
+        finally:
+            forwarder.child = None
+
+
+def launch_local(runs: Sequence[registry.Run], root: str, repo: str, *,
+                 python: str = sys.executable, dry_run: bool = False,
+                 echo: Callable[[str], None] = print) -> dict[str, str]:
+    """Runs `runs` one after another here; returns {run name: outcome}.
+
+    Outcomes: skipped (finished before), done, preempted (exit 75: unfinished,
+    the next launch resumes it), failed (any other non-zero exit, recorded in
+    status.json). A failure does not stop the others; SIGTERM to the launcher
+    stops it after the current run has saved its checkpoint.
+    """
+    outcomes = {}
+    with _TermForwarder() as forwarder:
+        for index, run in enumerate(runs):
+            if forwarder.received:
+                break
+            workdir = run.workdir(root)
+            trained = os.path.exists(os.path.join(workdir, "results.json"))
+            analyses = pending_analyses(run, root) if trained else list(run.analyses)
+            header = f"[{index + 1}/{len(runs)}] {run.name}"
+            if trained and not analyses:
+                echo(f"{header}: finished, skipped")
+                outcomes[run.name] = "skipped"
+                continue
+            argvs = [] if trained else [run.argv(root, python)]
+            argvs += [argv for argv in run.analysis_argvs(root, python)
+                      if argv[-1].removeprefix("--what=") in analyses]
+            if dry_run:
+                echo(f"{header}: would run")
+                for argv in argvs:
+                    echo("  " + shlex.join(argv))
+                outcomes[run.name] = "would run"
+                continue
+            echo(f"{header}: {'analysing' if trained else 'training'} in {workdir}")
+            write_status(workdir, state="running", launcher="local", pid=os.getpid())
+            started = time.time()
+            code = 0
+            try:
+                for argv in argvs:
+                    code = _run_logged(argv, os.path.join(workdir, LOG_FILE), repo,
+                                       forwarder, echo)
+                    if code:
+                        break
+            except KeyboardInterrupt:  # Ctrl-C reached the run too; it resumes later
+                write_status(workdir, state="interrupted", launcher="local")
+                raise
+            elapsed_s = round(time.time() - started, 1)
+            if code == 0:
+                outcomes[run.name] = "done"
+            elif code == collect.EXIT_PREEMPTED:
+                outcomes[run.name] = "preempted"
+            else:
+                outcomes[run.name] = "failed"
+            write_status(workdir, state=outcomes[run.name], launcher="local",
+                         exit_code=code, elapsed_s=elapsed_s, command=shlex.join(argv),
+                         log=os.path.join(workdir, LOG_FILE))
+            echo(f"{header}: {outcomes[run.name]} (exit code {code}, {elapsed_s:.0f} s)")
+    return outcomes
+
+
+@dataclasses.dataclass(frozen=True)
+class SlurmOptions:
+    """#SBATCH resources of one array task (one run)."""
+    partition: Optional[str] = None
+    time: str = "24:00:00"
+    nodes: int = 1
+    tasks_per_node: int = 1  # processes per node; 1 drives all the node's GPUs
+    gpus_per_node: int = 8
+    cpus_per_task: Optional[int] = None
+    max_parallel: Optional[int] = None  # array throttle: at most this many at once
+    signal_seconds: int = 300  # SIGTERM this long before the time limit
+    setup: str = ""  # shell lines before the run, e.g. "source .venv/bin/activate"
+    extra: tuple[str, ...] = ()  # more #SBATCH options, e.g. "--account=abc"
+
+    @property
+    def processes(self) -> int:
+        return self.nodes * self.tasks_per_node
+
+
+def slurm_commands(runs: Sequence[registry.Run], root: str,
+                   options: SlurmOptions) -> str:
+    """The commands file: line i (from 0) is array task i,
+    `WORKDIR<TAB>TRAINING COMMAND<TAB>ANALYSIS COMMANDS (may be empty)`."""
+    lines = []
+    for run in runs:
+        argv = run.argv(root)
+        if options.processes > 1:  # jax.distributed.initialize() reads SLURM's env
+            argv.append("--distributed=yes")
+        after = " && ".join(shlex.join(a) for a in run.analysis_argvs(root))
+        lines.append("\t".join([run.workdir(root), shlex.join(argv), after]))
+    return "\n".join(lines) + "\n"
+
+
+def slurm_script(job_name: str, num_runs: int, commands_path: str, repo: str,
+                 log_dir: str, options: SlurmOptions) -> str:
+    """An sbatch array script: task i runs line i of `commands_path` with srun.
+
+    Exit 75 (the run saved a checkpoint on SIGTERM: preemption or the time
+    limit, signalled `signal_seconds` early) requeues the task, which resumes;
+    any other non-zero exit is recorded in the run's status.json.
+    """
+    array = f"0-{num_runs - 1}" + (f"%{options.max_parallel}" if options.max_parallel
+                                   else "")
+    sbatch = [f"--job-name={job_name}", f"--array={array}"]
+    if options.partition:
+        sbatch.append(f"--partition={options.partition}")
+    sbatch += [f"--time={options.time}", f"--nodes={options.nodes}",
+               f"--ntasks-per-node={options.tasks_per_node}"]
+    if options.gpus_per_node:
+        sbatch.append(f"--gpus-per-node={options.gpus_per_node}")
+    if options.cpus_per_task:
+        sbatch.append(f"--cpus-per-task={options.cpus_per_task}")
+    sbatch += ["--requeue", "--open-mode=append",
+               f"--signal=B:TERM@{options.signal_seconds}",
+               f"--output={log_dir}/%x_%A_%a.out"]
+    sbatch += list(options.extra)
+    header = ["#!/bin/bash"] + [f"#SBATCH {line}" for line in sbatch]
+    q = shlex.quote
+    body = f"""
+# One array task per run: line $SLURM_ARRAY_TASK_ID (from 0) of the commands file.
+set -uo pipefail
+cd {q(repo)}
+{options.setup}
+COMMANDS={q(commands_path)}
+IFS=$'\\t' read -r WORKDIR TRAIN AFTER < <(sed -n "$((SLURM_ARRAY_TASK_ID + 1))p" "$COMMANDS")
+TASK="${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"
+mkdir -p "$WORKDIR"
+write_status() {{  # state exit_code: the run's status.json, read by collect
+  printf '{{"state": "%s", "exit_code": %s, "launcher": "slurm", "job": "%s"}}\\n' \\
+    "$1" "$2" "$TASK" > "$WORKDIR/status.json"
+}}
+
+STATUS=0
+if [[ ! -f "$WORKDIR/results.json" ]]; then
+  # SIGTERM (preemption, or the time limit soon) goes to the run, which saves a
+  # checkpoint and exits 75; the task is then requeued and resumes.
+  TERMINATING=0
+  forward_term() {{ TERMINATING=1; [[ -n "${{CHILD:-}}" ]] && kill -TERM "$CHILD" 2>/dev/null; }}
+  trap forward_term TERM
+  write_status running null
+  eval "TRAIN_ARGS=($TRAIN)"
+  srun "${{TRAIN_ARGS[@]}}" &
+  CHILD=$!
+  wait "$CHILD"; STATUS=$?
+  # The trap cuts wait short (status > 128): wait on while the run saves.
+  while (( STATUS > 128 && TERMINATING )); do
+    TERMINATING=0
+    wait "$CHILD"; STATUS=$?
+  done
+fi
+
+if (( STATUS == 75 )); then
+  write_status preempted 75
+  echo "preempted: requeueing $TASK"
+  scontrol requeue "$TASK"
+elif (( STATUS != 0 )); then
+  write_status failed "$STATUS"
+elif [[ -n "$AFTER" ]]; then
+  eval "$AFTER"; STATUS=$?
+  if (( STATUS == 0 )); then write_status done 0; else write_status failed "$STATUS"; fi
+else
+  write_status done 0
+fi
+exit "$STATUS"
+"""
+    return "\n".join(header) + "\n" + body
+
+
+def tpu_command(run: registry.Run, root: str, tpu_name: str, zone: str,
+                repo_dir: str) -> list[str]:
+    """gcloud ssh lines: train on every worker of the pod (the trainer calls
+    jax.distributed.initialize() itself on a multi-host TPU), then analyses
+    on worker 0."""
+    def gcloud(worker: str, command: str) -> str:
+        escaped = (command.replace("\\", "\\\\").replace('"', '\\"')
+                   .replace("$", "\\$").replace("`", "\\`"))
+        return (f"gcloud compute tpus tpu-vm ssh {tpu_name} --zone={zone} "
+                f"--worker={worker} --command=\"cd {repo_dir} && {escaped}\"")
+    lines = [gcloud("all", run.command(root))]
+    lines += [gcloud("0", shlex.join(argv)) for argv in run.analysis_argvs(root)]
+    return lines
