@@ -1,9 +1,11 @@
 """Figure 3 (right): Hessian spectrum of WRN-40-10 (no BatchNorm) on CIFAR-10.
 
 lambda_max and lambda_max / lambda_5 at epochs 1, 50 and 300, SGD vs SAM.
-Our numbers come from the analysis step after training
-(`python -m sam_jax.analyze --workdir=RUN --what=hessian` -> RUN/analysis.json),
-which `launch` runs after each training run. 1 seed by default.
+Ours come from the Lanczos measurements that configs/hessian.py logs during
+training (metrics.jsonl, split "sharpness", after epoch 1 and every 50 epochs);
+`launch` then runs `python -m sam_jax.analyze --workdir=RUN --what=hessian` on
+the final checkpoint (RUN/analysis.json: the top eigenvalues again, and the
+spectral density plot). 1 seed by default.
 
   python -m sam_jax.reproduce plan --table=figure3_hessian --root=/tmp/fig3h
 """
@@ -35,10 +37,11 @@ def get_table(seeds=None) -> registry.Table:
                                     analyses=("hessian",))
 
     def metric_for(row, column):
-        ratio = ":ratio" if column.endswith("ratio") else ""
-        return f"hessian:{row.removeprefix('epoch')}{ratio}"
+        quantity = "ratio" if column.endswith("ratio") else "lambda_max"
+        return f"sharpness:{row.removeprefix('epoch')}:{quantity}"
 
     return registry.grid_table(
         "figure3_hessian", "Figure 3: Hessian eigenvalues (WRN-40-10, no BatchNorm)",
         rows, COLUMNS, paper, runs_for, metric_for, unit="eigenvalue",
-        notes="Ours from RUN/analysis.json (python -m sam_jax.analyze --what=hessian).")
+        notes="Ours from the Lanczos measurements logged during training "
+              "(metrics.jsonl) and RUN/analysis.json.")

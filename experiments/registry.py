@@ -91,7 +91,7 @@ def seeded_runs(config: str, overrides: Optional[dict] = None, seeds: int = 1,
 
 
 # A metric turns what a run wrote ({"results": results.json, "analysis":
-# analysis.json}, either may be absent) into a number in the paper's units,
+# analysis.json, "sharpness": metrics.jsonl's sharpness records}, any may be absent) into a number in the paper's units,
 # or None when the run has not written it.
 Metric = Callable[[dict], Optional[float]]
 
@@ -113,16 +113,17 @@ METRICS: dict[str, Metric] = {
 }
 
 
-def _hessian_records(analysis: dict) -> list[dict]:
-    """analysis.json's Hessian records: one dict, a list, or a dict of them."""
-    section = analysis.get("hessian")
-    if not isinstance(section, (dict, list)):
-        return []
-    if isinstance(section, dict) and not any(
-            isinstance(v, dict) for v in section.values()):
-        return [section]  # one analysis, of the latest checkpoint
-    values = section.values() if isinstance(section, dict) else section
-    return [record for record in values if isinstance(record, dict)]
+def _sharpness_records(outputs: dict) -> list[dict]:
+    """Every sharpness record a run wrote: analysis.json's "hessian" section
+    (one dict, a list, or a dict of them) and metrics.jsonl's "sharpness" split."""
+    section = outputs.get("analysis", {}).get("hessian")
+    records = []
+    if isinstance(section, dict) and not any(isinstance(v, dict) for v in section.values()):
+        records = [section]  # one analysis, of the latest checkpoint
+    elif isinstance(section, (dict, list)):
+        values = section.values() if isinstance(section, dict) else section
+        records = [record for record in values if isinstance(record, dict)]
+    return records + list(outputs.get("sharpness", []))
 
 
 def _record_epoch(record: dict, results: dict) -> Optional[float]:
@@ -143,22 +144,40 @@ def _top_eigenvalues(record: dict) -> Optional[tuple[float, float]]:
     return None
 
 
-def hessian_metric(epoch: int, ratio: bool) -> Metric:
-    """lambda_max, or lambda_max / lambda_5, at `epoch` from analysis.json.
+def _quantity(record: dict, quantity: str) -> Optional[float]:
+    if quantity == "m_sharpness":
+        value = record.get("m_sharpness")
+        return None if value is None else float(value)
+    top = _top_eigenvalues(record)
+    if top is None:
+        return None
+    return top[1] if quantity == "ratio" else top[0]
 
-    analysis.json's "hessian" section is one record (`python -m sam_jax.analyze
-    --what=hessian` of the latest checkpoint), or a list / dict of records;
-    a record names its "epoch" or its "step" (converted with results.json's
-    steps / epochs) and has "top_eigenvalues" (largest first) or "lambda_max"
-    and "lambda_max_over_lambda_5".
+
+SHARPNESS_QUANTITIES = ("lambda_max", "ratio", "m_sharpness")
+
+
+def sharpness_metric(epoch: int, quantity: str) -> Metric:
+    """lambda_max, lambda_max / lambda_5 ("ratio") or m_sharpness at `epoch`.
+
+    Read from metrics.jsonl's "sharpness" records (`config.sharpness`, logged
+    during training) and from analysis.json's "hessian" section (`python -m
+    sam_jax.analyze --what=hessian`: one record of the latest checkpoint, or a
+    list / dict of records). A record names its "epoch" or its "step"
+    (converted with results.json's steps / epochs) and has "top_eigenvalues"
+    (largest first) or "lambda_max" and "lambda_max_over_lambda_5".
     """
+    if quantity not in SHARPNESS_QUANTITIES:
+        raise ValueError(f"unknown sharpness quantity {quantity!r}; allowed: "
+                         f"{', '.join(SHARPNESS_QUANTITIES)}")
+
     def metric(outputs: dict) -> Optional[float]:
         results = outputs.get("results", {})
-        for record in _hessian_records(outputs.get("analysis", {})):
+        for record in _sharpness_records(outputs):
             at = _record_epoch(record, results)
-            top = _top_eigenvalues(record)
-            if at is not None and abs(at - epoch) < 1e-6 and top is not None:
-                return top[1] if ratio else top[0]
+            value = _quantity(record, quantity)
+            if at is not None and abs(at - epoch) < 1e-6 and value is not None:
+                return value
         return None
     return metric
 
@@ -170,12 +189,12 @@ class Cell:
     column: str  # a column key
     paper: Optional[float]
     runs: tuple[Run, ...] = ()
-    metric: str = "error"  # a METRICS key, or "hessian:EPOCH[:ratio]"
+    metric: str = "error"  # a METRICS key, or "sharpness:EPOCH:QUANTITY"
 
     def metric_fn(self) -> Metric:
-        if self.metric.startswith("hessian:"):
-            _, epoch, *ratio = self.metric.split(":")
-            return hessian_metric(int(epoch), ratio == ["ratio"])
+        if self.metric.startswith("sharpness:"):
+            _, epoch, quantity = self.metric.split(":")
+            return sharpness_metric(int(epoch), quantity)
         return METRICS[self.metric]
 
 

@@ -2,6 +2,12 @@
 
 PAPER.md states no seed count: 1 seed by default.
 
+Every run starts from `pretrained/MODEL.msgpack`, relative to the directory
+`launch` runs in: convert the released checkpoints there first (see
+scripts/convert_efficientnet_checkpoint.py), e.g.
+
+  python scripts/convert_efficientnet_checkpoint.py --model=efficientnet_b7 \
+      --checkpoint=/ckpt/noisy_student_efficientnet-b7 --output=pretrained/efficientnet_b7.msgpack
   python -m sam_jax.reproduce plan --table=table3_finetuning --root=/tmp/table3
 """
 
@@ -17,6 +23,7 @@ DATASETS = (
 COLUMNS = (("b7_sam", "EffNet-B7 + SAM"), ("b7_sgd", "EffNet-B7"),
            ("l2_sam", "EffNet-L2 + SAM"), ("l2_sgd", "EffNet-L2"))
 MODELS = {"b7": "efficientnet_b7", "l2": "efficientnet_l2"}
+PRETRAINED_DIR = "pretrained"
 
 # dataset -> (B7+SAM, B7, L2+SAM, L2), from PAPER.md.
 PAPER = {
@@ -40,7 +47,8 @@ def get_table(seeds=None) -> registry.Table:
     def runs_for(dataset, column):
         model, method = column.split("_")
         return registry.seeded_runs(
-            f"configs/finetune.py:{MODELS[model]},{dataset},{method}", seeds=seeds)
+            f"configs/finetune.py:{MODELS[model]},{dataset},{method}",
+            {"pretrained.path": f"{PRETRAINED_DIR}/{MODELS[model]}.msgpack"}, seeds=seeds)
 
     return registry.grid_table(
         "table3_finetuning", "Table 3: finetuning top-1 error %", DATASETS, COLUMNS,

@@ -15,8 +15,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.dataset = "cifar10"  # see sam_jax.data.DATASETS
     config.data_dir = ml_collections.config_dict.placeholder(str)  # tfds data_dir
     config.augmentation = "basic"  # see sam_jax.data.TRAINING_AUGMENTATIONS
-    # Streamed data sets (ImageNet, finetuning): training / evaluation resolution;
-    # None is the data set's default (224).
+    # Training / evaluation resolution; None is the data set's own (224 for the
+    # streamed ones). In-memory images (CIFAR) are resized up to it after
+    # augmentation (finetuning at the model's resolution).
     config.image_size = ml_collections.config_dict.placeholder(int)
     config.randaugment = ml_collections.ConfigDict()
     config.randaugment.num_layers = 2
@@ -28,6 +29,22 @@ def base_config() -> ml_collections.ConfigDict:
     # Model.
     config.model = ml_collections.ConfigDict()
     config.model.name = "wrn28_10"  # see sam_jax.models.MODELS
+
+    # Finetuning (see sam_jax/pretrained.py): start from a pretrained checkpoint
+    # instead of a random init; a run resuming from its own checkpoint does not
+    # read it again. Its parameter tree must match the model's except the head,
+    # which is re-initialised when the number of classes differs.
+    config.pretrained = ml_collections.ConfigDict()
+    config.pretrained.path = ml_collections.config_dict.placeholder(str)  # None: scratch
+    # "msgpack": one file with {"params", "batch_stats"} (what
+    # scripts/convert_efficientnet_checkpoint.py writes); "orbax": a sam_jax run's
+    # workdir (its latest checkpoint) or one of its checkpoints/STEP directories.
+    config.pretrained.format = "msgpack"
+    config.pretrained.required = False  # True (finetuning configs): path must be set
+    config.pretrained.head = "head"  # top-level params entry of the classifier
+    # BatchNorm uses (and keeps) its running statistics in training too, as when
+    # finetuning; dropout and drop-connect stay on.
+    config.freeze_batch_norm = False
 
     # Optimisation (the paper's CIFAR defaults).
     config.num_epochs = 200
@@ -56,10 +73,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.sam.examples_per_perturbation = ml_collections.config_dict.placeholder(int)
     config.sam.group_map = "vmap"  # or "sequential": less memory, slower
 
-    # Sharpness during training (in-memory data sets): every `every_epochs`
-    # epochs (0: never), lambda_max, lambda_max / lambda_top_k and m-sharpness
-    # on a fixed subset of `num_examples` training examples go to metrics.jsonl
-    # (split "sharpness"). See sam_jax.analysis.sharpness_metrics.
+    # Sharpness during training (in-memory data sets): after epoch 1 (where the
+    # paper's Figure 3 starts) and every `every_epochs` epochs (0: never),
+    # lambda_max, lambda_max / lambda_top_k and m-sharpness on a fixed subset of
+    # `num_examples` training examples go to metrics.jsonl (split "sharpness").
+    # See sam_jax.analysis.sharpness_metrics.
     config.sharpness = ml_collections.ConfigDict()
     config.sharpness.every_epochs = 0
     config.sharpness.num_examples = 128

@@ -9,13 +9,16 @@ official code's per-device semantics:
   both passes start from the same pre-step statistics and only the first
   (unperturbed) pass's updated statistics are kept. They are averaged over
   devices every step, which equals the official code's averaging of per-device
-  running statistics at evaluation time, since the moving average is linear;
+  running statistics at evaluation time, since the moving average is linear.
+  With `freeze_batch_norm` (finetuning) both passes normalise with the running
+  statistics instead and those stay as they are (see batch_norm.py);
 - both passes share the random draws (dropout, ShakeDrop): the key depends on
   (step, global group index) only;
 - weight decay is an L2 term inside the loss, so it enters the perturbation too;
 - the logged training loss and error come from the perturbed pass when SAM is on.
 """
 
+import contextlib
 from typing import Any
 
 import flax
@@ -24,6 +27,7 @@ import jax.numpy as jnp
 import optax
 
 import sam_jax
+from sam_jax.batch_norm import frozen_batch_norm
 
 AXIS = "batch"
 
@@ -90,13 +94,15 @@ def make_train_step(model, tx: optax.GradientTransformation, *, rho: float,
                     adaptive: bool, eta: float, sync_perturbation: bool,
                     examples_per_perturbation: int, per_device_batch: int,
                     group_map: str, weight_decay: float, label_smoothing: float,
-                    skip_nonfinite: bool = False):
+                    skip_nonfinite: bool = False, freeze_batch_norm: bool = False):
     """Returns `train_step(state, batch, key) -> state` for one device.
 
-    With `skip_nonfinite`, a step whose loss or gradient is not finite leaves
-    the weights, optimizer and BatchNorm state unchanged (the step counter and
-    so the data still advance); otherwise it is applied and the loop stops at
-    its next check.
+    With `freeze_batch_norm`, BatchNorm layers use their running statistics in
+    both SAM passes and `state.batch_stats` is never changed. With
+    `skip_nonfinite`, a step whose loss or gradient is not finite leaves the
+    weights, optimizer and BatchNorm state unchanged (the step counter and so
+    the data still advance); otherwise it is applied and the loop stops at its
+    next check.
     """
     num_groups = per_device_batch // examples_per_perturbation
 
@@ -107,10 +113,12 @@ def make_train_step(model, tx: optax.GradientTransformation, *, rho: float,
         def loss_fn(params, group, group_index):
             # Same key in both passes; independent of the device count.
             rng = jax.random.fold_in(step_key, first_group + group_index)
-            logits, mutated = model.apply(
-                {"params": params, "batch_stats": state.batch_stats},
-                group["image"], train=True, mutable=["batch_stats"],
-                rngs={"dropout": rng})
+            frozen = frozen_batch_norm() if freeze_batch_norm else contextlib.nullcontext()
+            with frozen:
+                logits, mutated = model.apply(
+                    {"params": params, "batch_stats": state.batch_stats},
+                    group["image"], train=True, mutable=["batch_stats"],
+                    rngs={"dropout": rng})
             ce = cross_entropy(logits, group["label"], label_smoothing).mean()
             error = jnp.mean(jnp.argmax(logits, -1) != group["label"])
             loss = ce + weight_decay * l2_penalty(params)
@@ -126,7 +134,8 @@ def make_train_step(model, tx: optax.GradientTransformation, *, rho: float,
             return jax.lax.pmean(
                 jax.tree_util.tree_map(lambda x: jnp.mean(x, axis=0), tree), AXIS)
 
-        batch_stats = mean_over_groups_and_devices(out.clean_aux[0])
+        batch_stats = (state.batch_stats if freeze_batch_norm else
+                       mean_over_groups_and_devices(out.clean_aux[0]))
         updates, opt_state = tx.update(out.grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         _, ce, error = out.perturbed_aux

@@ -21,6 +21,7 @@ from sam_jax import checkpoint
 from sam_jax import data
 from sam_jax import parallel
 from sam_jax import preemption
+from sam_jax import pretrained
 from sam_jax import reporting
 from sam_jax import steps
 from sam_jax import validate
@@ -64,6 +65,40 @@ def initial_state(config, model, tx, image_shape) -> steps.TrainState:
                                  tx.init(params))
 
 
+def from_pretrained(config, state: steps.TrainState, tx) -> tuple[steps.TrainState, bool]:
+    """`state` (fresh, step 0) with config.pretrained's weights; see pretrained.py.
+
+    Returns (state, head_kept): head_kept is False when the classifier was
+    re-initialised for another number of classes. Raises ConfigError when the
+    checkpoint cannot be read or does not fit the model.
+    """
+    params, batch_stats, head_kept = pretrained.load(config, state.params,
+                                                     state.batch_stats)
+    return steps.new_train_state(params, batch_stats, tx.init(params)), head_kept
+
+
+def train_step_from_config(config, model, tx, num_devices: int):
+    """The per-device training step (steps.make_train_step) the config asks for."""
+    per_device_batch = config.batch_size // num_devices
+    sam_config = config.sam
+    return steps.make_train_step(
+        model, tx, rho=sam_config.rho, adaptive=sam_config.adaptive,
+        eta=sam_config.eta, sync_perturbation=sam_config.sync_perturbation,
+        examples_per_perturbation=(sam_config.examples_per_perturbation
+                                   or per_device_batch),
+        per_device_batch=per_device_batch, group_map=sam_config.group_map,
+        weight_decay=config.optimizer.weight_decay,
+        label_smoothing=config.label_smoothing,
+        skip_nonfinite=config.skip_nonfinite_steps,
+        freeze_batch_norm=config.freeze_batch_norm)
+
+
+def has_checkpoint(workdir: str) -> bool:
+    """Whether `workdir` holds a saved step (looked up without writing anything)."""
+    directory = os.path.join(workdir, checkpoint.CHECKPOINT_DIR)
+    return os.path.isdir(directory) and any(d.isdigit() for d in os.listdir(directory))
+
+
 class NonFiniteError(RuntimeError):
     """The loss or gradient stopped being finite; the message names the step."""
 
@@ -89,6 +124,11 @@ def _check_finite(state, workdir: str, manager) -> None:
         raise NonFiniteError(
             f"non-finite loss or gradient at step {first}; {kept}; set "
             "--config.skip_nonfinite_steps=True to skip such steps instead")
+
+
+def sharpness_epoch(epoch: int, every_epochs: int) -> bool:
+    """Whether sharpness is measured after `epoch`: the first, and every N-th."""
+    return every_epochs > 0 and (epoch == 1 or epoch % every_epochs == 0)
 
 
 def _report_train(state, done, lr_fn, rho, progress, writer, is_main,
@@ -117,7 +157,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     """Trains `config` in `workdir` (resuming from its checkpoints) and evaluates.
 
     Every check of the input (config values, data availability, a workdir that
-    holds another config's run) comes before anything is written. Raises
+    holds another config's run, a pretrained checkpoint that is missing or does
+    not fit the model) comes before anything is written. A finetuning run
+    (config.pretrained.path) starts from the pretrained weights; resumed, it
+    continues from its own checkpoint and does not read them again. Raises
     `validate.ConfigError` / `data.DatasetUnavailableError` on bad input,
     `NonFiniteError` when the loss or gradient is not finite (unless
     config.skip_nonfinite_steps), and `preemption.Preempted` after saving a
@@ -127,6 +170,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     """
     num_devices = jax.device_count()
     validate.validate_config(config, num_devices)
+    resuming = has_checkpoint(workdir)
+    if not resuming:
+        validate.validate_pretrained(config)
     is_main = jax.process_index() == 0
     inputs = data.prepare_inputs(config, jax.process_index(), jax.process_count())
     spec = inputs.spec
@@ -137,26 +183,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     mesh = parallel.make_mesh()
     model = get_model(config.model.name, spec.num_classes)
     tx = make_optimizer(config, total_steps)
-    per_device_batch = config.batch_size // num_devices
     sam_config = config.sam
-    train_step = steps.make_train_step(
-        model, tx, rho=sam_config.rho, adaptive=sam_config.adaptive,
-        eta=sam_config.eta, sync_perturbation=sam_config.sync_perturbation,
-        examples_per_perturbation=(sam_config.examples_per_perturbation
-                                   or per_device_batch),
-        per_device_batch=per_device_batch, group_map=sam_config.group_map,
-        weight_decay=config.optimizer.weight_decay,
-        label_smoothing=config.label_smoothing,
-        skip_nonfinite=config.skip_nonfinite_steps)
-    p_train_step = parallel.shard_train_step(train_step, mesh)
+    p_train_step = parallel.shard_train_step(
+        train_step_from_config(config, model, tx, num_devices), mesh)
     p_eval_step = parallel.jit_eval_step(steps.make_eval_step(model), mesh)
 
-    state = jax.device_put(initial_state(config, model, tx, inputs.image_shape),
-                           parallel.replicated(mesh))
+    def starting_state(finetune: bool):
+        """The step-0 state, replicated, and a note on where finetuning starts."""
+        state, note = initial_state(config, model, tx, inputs.image_shape), None
+        if finetune:
+            state, head_kept = from_pretrained(config, state, tx)
+            note = (f"from pretrained {config.pretrained.path} (" +
+                    ("its head kept)" if head_kept else
+                     f"a new {spec.num_classes}-class head)"))
+        return jax.device_put(state, parallel.replicated(mesh)), note
+
+    # A finetuning run's checkpoint is read and checked here, before writing.
+    state, finetune_note = starting_state(bool(config.pretrained.path) and not resuming)
     os.makedirs(workdir, exist_ok=True)
     restored = checkpoint.restore_latest(workdir, state)
     if restored is not None:
         state = restored
+    elif config.pretrained.path and resuming:  # its checkpoints were all unreadable
+        validate.validate_pretrained(config)
+        state, finetune_note = starting_state(True)
     manager = checkpoint.make_manager(workdir)
     start_step = int(jax.device_get(state.step))
     results_path = os.path.join(workdir, "results.json")
@@ -176,7 +226,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         print(f"{'resuming at' if start_step else 'starting'} step {start_step}"
               f"/{total_steps} ({total_steps / steps_per_epoch:g} epochs of {steps_per_epoch} "
               f"steps, {num_devices} devices, {inputs.num_train_examples} training "
-              f"and {inputs.num_eval_examples} evaluation examples)", flush=True)
+              f"and {inputs.num_eval_examples} evaluation examples)"
+              + (f" {finetune_note}" if finetune_note else ""), flush=True)
 
     writer = reporting.MetricsWriter(workdir, enabled=is_main)
     progress = reporting.Progress(start_step, total_steps)
@@ -200,7 +251,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             model, state, images, labels, num_examples=sharp.num_examples,
             top_k=sharp.top_k, m=sharp.m, rho=sharp.rho, seed=config.seed,
             num_iterations=sharp.num_iterations)
-        writer.write(done, "sharpness", metrics)
+        # The epoch is in the record so a table can read it before the run ends.
+        writer.write(done, "sharpness", {**metrics, "epoch": done // steps_per_epoch})
         if is_main:
             print(f"sharpness step {done} epoch {done // steps_per_epoch}: " +
                   " ".join(f"{k} {v:.4g}" for k, v in metrics.items()), flush=True)
@@ -223,7 +275,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                           " ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()),
                           flush=True)
             if (config.sharpness.every_epochs and done % steps_per_epoch == 0 and
-                    (done // steps_per_epoch) % config.sharpness.every_epochs == 0):
+                    sharpness_epoch(done // steps_per_epoch,
+                                    config.sharpness.every_epochs)):
                 measure_sharpness(state, done)
             if done % config.checkpoint_every_steps == 0:
                 save_checkpoint(state)

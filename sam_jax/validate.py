@@ -1,11 +1,14 @@
 """Checks a training config before any compute, with one-line errors."""
 
+import os
+
 from sam_jax import data
 import sam_jax
 from sam_jax.models import MODELS
 
 OPTIMIZER_SCHEDULES = ("cosine", "constant")
 OPTIMIZERS = ("sgd", "rmsprop")
+PRETRAINED_FORMATS = ("msgpack", "orbax")  # see sam_jax/pretrained.py
 
 
 class ConfigError(ValueError):
@@ -44,6 +47,11 @@ def validate_config(config, num_devices: int) -> None:
            f"{_allowed(OPTIMIZER_SCHEDULES)}")
     _check(0.0 <= config.label_noise < 1.0,
            f"label_noise={config.label_noise!r} must be in [0, 1)")
+    _check(config.image_size is None or config.image_size >= 1,
+           f"image_size={config.image_size!r} must be >= 1 (or None: the data set's)")
+    _check(config.pretrained.format in PRETRAINED_FORMATS,
+           f"unknown pretrained.format {config.pretrained.format!r}; allowed: "
+           f"{_allowed(PRETRAINED_FORMATS)}")
     _check(config.num_epochs >= 1, f"num_epochs={config.num_epochs!r} must be >= 1")
     _check(config.num_steps is None or config.num_steps >= 1,
            f"num_steps={config.num_steps!r} must be >= 1 (or None: use num_epochs)")
@@ -84,3 +92,27 @@ def validate_config(config, num_devices: int) -> None:
         _check(sharpness.rho >= 0, f"sharpness.rho={sharpness.rho!r} must be >= 0")
     for name in ("log_every_steps", "eval_every_epochs", "checkpoint_every_steps"):
         _check(config[name] >= 1, f"{name}={config[name]!r} must be >= 1")
+
+
+def validate_pretrained(config) -> None:
+    """Raises ConfigError if the pretrained checkpoint is required but not set,
+    or set but not there (a file for "msgpack", a directory for "orbax").
+
+    Separate from validate_config: it looks at the file system, and a
+    finetuning config is complete only once its checkpoint path is given.
+    """
+    pretrained = config.pretrained
+    hint = ("the released EfficientNet checkpoints are converted with "
+            "scripts/convert_efficientnet_checkpoint.py")
+    _check(pretrained.path is not None or not pretrained.required,
+           "pretrained.path is not set: this finetuning config needs a pretrained "
+           f"checkpoint, --config.pretrained.path=FILE ({hint})")
+    if pretrained.path is None:
+        return
+    if pretrained.format == "msgpack":
+        _check(os.path.isfile(pretrained.path),
+               f"pretrained.path={pretrained.path!r}: no such file ({hint})")
+    else:
+        _check(os.path.isdir(pretrained.path),
+               f"pretrained.path={pretrained.path!r}: no such directory (format "
+               "'orbax' wants a sam_jax workdir or its checkpoints/STEP directory)")

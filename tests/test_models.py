@@ -101,6 +101,36 @@ def test_wrn_parameter_count_closed_form():
     assert count_parameters(get_model("wrn16_2", classes)) == convs + bns + head
 
 
+def test_wrn_without_batchnorm_starts_with_identity_blocks():
+    # The Hessian study's variant: no BatchNorm, biased convs, zero last conv per
+    # block. At initialisation each block is its shortcut alone, so the network
+    # is init_conv -> relu -> (avg-pool + zero-pad per group) -> relu -> mean -> head.
+    model = get_model("wrn10_2_nobn", 10)
+    images = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(np.float32)
+    variables = model.init(jax.random.key(1), images, train=False)
+    assert set(variables) == {"params"}
+    p = jax.tree_util.tree_map(np.asarray, variables["params"])
+    kernel, bias = p["init_conv"]["kernel"], p["init_conv"]["bias"]
+    padded = np.pad(images, [(0, 0), (1, 1), (1, 1), (0, 0)])
+    x = bias + sum(padded[:, i:i + 8, j:j + 8, :] @ kernel[i, j]
+                   for i in range(3) for j in range(3))
+    x = np.maximum(x, 0.0)  # activate_before_residual in the first block
+    for _ in range(2):  # groups 1 and 2 halve the size: 2x2 average pool
+        x = x.reshape(2, x.shape[1] // 2, 2, x.shape[2] // 2, 2, -1).mean(axis=(2, 4))
+    features = np.maximum(x, 0.0).mean(axis=(1, 2))  # channels beyond 16 are zeros
+    expected = features @ p["head"]["kernel"][:16] + p["head"]["bias"]
+    out = model.apply(variables, images, train=True)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+    # Parameters: the BatchNorm model's, less its BatchNorms, plus one bias per conv.
+    convs = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(p)
+             if "kernel" in jax.tree_util.keystr(path) and leaf.ndim == 4]
+    with_bn = get_model("wrn10_2", 10).init(jax.random.key(1), images, train=False)
+    bn_params = sum(np.size(leaf) for path, leaf in jax.tree_util.tree_leaves_with_path(
+        with_bn["params"]) if "bn" in jax.tree_util.keystr(path))
+    assert count_parameters(model) == (count_parameters(get_model("wrn10_2", 10))
+                                       - bn_params + sum(k.shape[-1] for k in convs))
+
+
 def test_resnet32_parameter_count_closed_form():
     # Stem conv+BN, 15 basic blocks (two 3x3 convs + two BNs), parameter-free
     # option-A shortcuts, head.

@@ -55,6 +55,8 @@ def plan_summary(capsys, *argv, root="/tmp/plan_root"):
     ("figure3_m_sharpness", 5, 0),
     # SGD and SAM runs; lambda_max and the ratio at 3 epochs for each.
     ("figure3_hessian", 2, 3 * 2 * 2),
+    # Laptop scale: SGD and SAM x 3 seeds; the paper's 4 numbers at 3 of our epochs.
+    ("cpu_scale.sharpness", 2 * 3, 3 * 4),
 ])
 def test_plan_counts_runs_and_paper_cells(capsys, table, runs, paper_cells):
     assert plan_summary(capsys, f"--table={table}")[:2] == (runs, paper_cells)
@@ -338,6 +340,10 @@ def test_collect_handles_done_failed_running_unfinished_and_missing(tmp_path, ca
     assert "preempted; idle 60 min; launch again to resume" in out
     assert os.path.getsize(tmp_path / "fig.png") > 0
 
+    code, summary, _ = run_cli(capsys, "collect", "--table=" + table_file,
+                               f"--root={root}", "--format=summary")
+    assert code == 0 and summary == out[:out.index("\n\n| run | status |")] + "\n"
+
     code, out, _ = run_cli(capsys, "collect", "--table=" + table_file,
                            f"--root={root}", "--format=csv")
     rows = list(csv.DictReader(io.StringIO(out)))
@@ -365,6 +371,61 @@ def test_collect_reads_hessian_from_analysis_json(tmp_path):
     assert values[("epoch1", "sgd_lmax")] is None  # not analysed at epoch 1
     assert values[("epoch300", "sam_lmax")] is None
     assert statuses[sam.name].detail.endswith("no hessian in analysis.json")
+
+
+def test_collect_reads_sharpness_logged_during_training(tmp_path):
+    from sam_jax.reproduce import load_table
+    table, root = load_table("figure3_hessian"), str(tmp_path)
+    sgd = table.cell("epoch1", "sgd_lmax").runs[0]
+    # What config.sharpness writes after epochs 1 and 50, and a line cut short
+    # by an attempt that was killed (the record is lost, the others stand).
+    lines = [{"step": 10, "split": "train", "loss": 2.0},
+             {"step": 195, "split": "sharpness", "epoch": 1, "lambda_max": 60.0,
+              "lambda_5": 30.0, "lambda_max_over_lambda_5": 2.0, "m_sharpness": 0.1},
+             {"step": 9750, "split": "sharpness", "epoch": 50, "lambda_max": 12.0,
+              "lambda_5": 8.0, "lambda_max_over_lambda_5": 1.5, "m_sharpness": 0.05}]
+    write(f"{sgd.workdir(root)}/metrics.jsonl",
+          "".join(json.dumps(line) + "\n" for line in lines) + '{"step": 19500, "spl')
+    write(f"{sgd.workdir(root)}/results.json", {"test_error": 0.05})
+    cells, _ = collect.collect_table(table, root)
+    values = {(c.cell.row, c.cell.column): c.mean for c in cells}
+    assert values[("epoch1", "sgd_lmax")] == 60.0
+    assert values[("epoch1", "sgd_ratio")] == 2.0
+    assert values[("epoch50", "sgd_ratio")] == 1.5
+    assert values[("epoch300", "sgd_lmax")] is None
+    m_sharpness = registry.sharpness_metric(50, "m_sharpness")
+    assert m_sharpness(collect.read_outputs(sgd.workdir(root))) == 0.05
+    with pytest.raises(ValueError, match="unknown sharpness quantity 'lambda_min'"):
+        registry.sharpness_metric(1, "lambda_min")
+
+
+def test_plot_sharpness_script_averages_runs(tmp_path):
+    for seed, scale in enumerate((1.0, 3.0)):
+        records = [{"step": 20 * e, "split": "sharpness", "epoch": e,
+                    "lambda_max": scale * e, "lambda_max_over_lambda_5": 2.0,
+                    "m_sharpness": 0.01 * e} for e in (1, 3)]
+        write(str(tmp_path / f"run_sam_seed{seed}" / "metrics.jsonl"),
+              "".join(json.dumps(r) + "\n" for r in records))
+    sys.path.insert(0, os.path.join(REPO, "scripts"))
+    try:
+        import plot_sharpness
+    finally:
+        sys.path.pop(0)
+    epochs, mean, std = plot_sharpness.curves(
+        sorted(str(p) for p in tmp_path.glob("run_sam_seed*")))["lambda_max"]
+    assert list(epochs) == [1, 3] and list(mean) == [2.0, 6.0] and list(std) == [1.0, 3.0]
+    out = tmp_path / "sharpness.png"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "scripts", "plot_sharpness.py"),
+         f"--out={out}", f"SAM:{tmp_path}/run_sam_seed*", f"SGD:{tmp_path}/nothing*"],
+        capture_output=True, text=True)
+    assert proc.returncode == 2 and "group 'SGD': no workdir matches" in proc.stderr
+    assert not out.exists()
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "scripts", "plot_sharpness.py"),
+         f"--out={out}", f"SAM:{tmp_path}/run_sam_seed*"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.read_bytes()[:4] == b"\x89PNG"
 
 
 # ------------------------------------------------------------ local launcher

@@ -229,11 +229,12 @@ def test_bad_input_exits_2_with_one_line_and_no_workdir(tmp_path, override, mess
 
 
 def test_sharpness_is_logged_during_training(tmp_path):
-    config = tiny_digits_config(num_epochs=2, checkpoint_every_steps=1000)
-    config.sharpness.update(every_epochs=1, num_examples=32, m=8, num_iterations=10)
+    config = tiny_digits_config(num_epochs=3, checkpoint_every_steps=1000)
+    config.sharpness.update(every_epochs=2, num_examples=32, m=8, num_iterations=10)
     train.train_and_evaluate(config, str(tmp_path))
     rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
     sharp = [r for r in rows if r["split"] == "sharpness"]
+    # After epoch 1 (Figure 3's first point) and every 2nd epoch: not after epoch 3.
     assert [r["step"] for r in sharp] == [20, 40]
     for r in sharp:
         assert r["lambda_max"] > 0 and r["lambda_max_over_lambda_5"] >= 1

@@ -50,20 +50,25 @@ def prepare_inputs(config, process_index: int = 0, process_count: int = 1) -> Ru
         train_labels, corrupted = symmetric_label_noise(
             train_labels, config.label_noise, spec.num_classes,
             seed=config.label_noise_seed)
+        # config.image_size resizes (finetuning at the model's resolution).
+        image_size = config.image_size
+        height, width, channels = spec.image_shape
         return RunInputs(
-            spec=spec, image_shape=tuple(spec.image_shape),
+            spec=spec, image_shape=((image_size, image_size, channels) if image_size
+                                    else (height, width, channels)),
             num_train_examples=len(train_labels), num_eval_examples=len(eval_labels),
             train_batches=lambda start, stop: pipeline.train_dataset(
                 train_images, train_labels, augmentation=config.augmentation,
                 global_batch_size=config.batch_size, seed=config.seed,
-                start_step=start, num_steps=stop, **common),
+                start_step=start, num_steps=stop, image_size=image_size, **common),
             eval_batches=lambda: pipeline.eval_batches(
                 eval_images, eval_labels, global_batch_size=config.eval_batch_size,
-                **common),
+                image_size=image_size, **common),
             corrupted=corrupted if config.label_noise else None,
             noisy_labels=train_labels[corrupted] if config.label_noise else None,
             training_examples=lambda n: (
-                preprocess_for_eval(tf.constant(train_images[:n]), spec).numpy(),
+                pipeline.resize(preprocess_for_eval(tf.constant(train_images[:n]), spec),
+                                image_size).numpy(),
                 train_labels[:n]))
 
     if config.label_noise:

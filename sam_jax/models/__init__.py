@@ -30,6 +30,9 @@ MODELS: dict[str, Callable[[int], nn.Module]] = {
     **{f"wrn{d}_{w}": _partial(WideResnet, d, w)
        for d, w in [(28, 10), (40, 10), (16, 8), (28, 2), (16, 4), (16, 2),
                     (10, 2), (10, 1)]},
+    # Without BatchNorm: the Hessian study's WRN-40-10, and a laptop-size sibling.
+    "wrn40_10_nobn": _partial(WideResnet, 40, 10, batch_norm=False),
+    "wrn10_2_nobn": _partial(WideResnet, 10, 2, batch_norm=False),
     # Shake-Shake depth 2x(16 * multiplier)d.
     "shake_shake_26_2x96d": _partial(ShakeShakeResnet, 26, 6),
     "shake_shake_8_2x16d": _partial(ShakeShakeResnet, 8, 1),

@@ -17,6 +17,7 @@ TABLES = (
     "table1_cifar", "table2_imagenet", "table3_finetuning", "table4_label_noise",
     "table5_svhn_fmnist", "figure3_m_sharpness", "figure3_hessian",
     "cpu_scale.label_noise", "cpu_scale.m_sharpness", "cpu_scale.rho_sweep",
+    "cpu_scale.sharpness",
 )
 
 

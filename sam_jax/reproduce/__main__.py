@@ -2,7 +2,7 @@
 
   python -m sam_jax.reproduce plan    --table=table1_cifar --root=DIR [--rows=wrn200_*] [--seeds=N]
   python -m sam_jax.reproduce launch  --table=... --root=DIR --launcher=local|slurm|tpu [--dry_run]
-  python -m sam_jax.reproduce collect --table=... --root=DIR [--format=markdown|csv] [--plot=X.png]
+  python -m sam_jax.reproduce collect --table=... --root=DIR [--format=markdown|summary|csv] [--plot=X.png]
   python -m sam_jax.reproduce sweep   --sweep=experiments/sweeps/rho_search.py --root=DIR --launcher=local
 
 --table is a name (see `plan --table=list`) or a Python file with get_table();
@@ -80,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("sweep", parents=[common, launch], help="run a sweep file")
     collect_parser = commands.add_parser("collect", parents=[common],
                                          help="print ours next to the paper")
-    collect_parser.add_argument("--format", default="markdown", help="markdown | csv")
+    collect_parser.add_argument("--format", default="markdown",
+                                help="markdown | summary (markdown without the run list) | csv")
     collect_parser.add_argument("--plot", default=None, help="write a PNG figure here")
     collect_parser.add_argument("--running_window_s", type=float,
                                 default=collect.RUNNING_WINDOW_S,
@@ -209,14 +210,15 @@ def launch_tpu(root, runs, args) -> int:
 
 
 def collect_command(table, root, args) -> int:
-    if args.format not in ("markdown", "csv"):
-        raise BadInput(f"unknown format {args.format!r}; allowed: markdown, csv")
+    if args.format not in ("markdown", "summary", "csv"):
+        raise BadInput(f"unknown format {args.format!r}; allowed: markdown, summary, csv")
     cells, statuses = collect.collect_table(table, root,
                                             running_window_s=args.running_window_s)
     if args.format == "csv":
         print(collect.to_csv(table, cells), end="")
     else:
-        print(collect.to_markdown(table, cells, statuses), end="")
+        print(collect.to_markdown(table, cells, statuses,
+                                  list_runs=args.format == "markdown"), end="")
     if args.plot:
         collect.plot(table, cells, args.plot)
     return 0

@@ -37,11 +37,32 @@ def _read_json(path: str) -> Optional[dict]:
         return None
 
 
+def read_sharpness_records(workdir: str) -> Optional[list]:
+    """metrics.jsonl's "sharpness" records (config.sharpness), None if none.
+
+    A line cut short by a killed run is skipped: the records before it stand.
+    """
+    records = []
+    try:
+        with open(os.path.join(workdir, "metrics.jsonl")) as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and record.get("split") == "sharpness":
+                    records.append(record)
+    except OSError:
+        return None
+    return records or None
+
+
 def read_outputs(workdir: str) -> dict:
-    """What a run wrote: {"results", "analysis", "status"} for the files present."""
+    """What a run wrote: {"results", "analysis", "status", "sharpness"} for what is present."""
     files = {"results": "results.json", "analysis": "analysis.json",
              "status": STATUS_FILE}
     outputs = {key: _read_json(os.path.join(workdir, name)) for key, name in files.items()}
+    outputs["sharpness"] = read_sharpness_records(workdir)
     return {key: value for key, value in outputs.items() if value is not None}
 
 
@@ -158,8 +179,9 @@ def _markdown_row(cells) -> str:
     return "| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |"
 
 
-def to_markdown(table: registry.Table, cells, statuses) -> str:
-    """The table wide (paper and ours side by side per column), then every run."""
+def to_markdown(table: registry.Table, cells, statuses, list_runs: bool = True) -> str:
+    """The table wide (paper and ours side by side per column), the run counts,
+    then (with `list_runs`) every run's status."""
     by_position = {(c.cell.row, c.cell.column): c for c in cells}
     has_paper = {column for (_, column), c in by_position.items()
                  if c.cell.paper is not None}
@@ -188,9 +210,10 @@ def to_markdown(table: registry.Table, cells, statuses) -> str:
         lines.append(_markdown_row(line))
     counts = status_counts(statuses.values())
     lines += ["", f"Runs: {len(statuses)} (" +
-              ", ".join(f"{s} {n}" for s, n in counts.items()) + ")", "",
-              "| run | status | detail |", "|---|---|---|"]
-    lines += [_markdown_row([s.name, s.status, s.detail]) for s in statuses.values()]
+              ", ".join(f"{s} {n}" for s, n in counts.items()) + ")"]
+    if list_runs:
+        lines += ["", "| run | status | detail |", "|---|---|---|"]
+        lines += [_markdown_row([s.name, s.status, s.detail]) for s in statuses.values()]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,170 @@
+"""Every config behind every paper table builds and validates, and one SAM
+step of each model family runs at a shrunken size on CPU.
+
+Hyper-parameters are checked against numbers typed from PAPER.md, not read
+from the config files.
+"""
+
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from sam_jax import data
+from sam_jax import parallel
+from sam_jax import reproduce
+from sam_jax import steps
+from sam_jax import train
+from sam_jax import validate
+from sam_jax.models import get_model
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_MODULES = {}
+
+
+def load_config(config_and_arg: str):
+    """'configs/x.py:ARG' -> get_config(ARG), each file executed once."""
+    path, _, arg = config_and_arg.partition(":")
+    if path not in _MODULES:
+        spec = importlib.util.spec_from_file_location(
+            "config_" + os.path.basename(path).removesuffix(".py"), os.path.join(REPO, path))
+        _MODULES[path] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(_MODULES[path])
+    return _MODULES[path].get_config(arg or None)
+
+
+def run_config(run):
+    """The locked config a table run trains with (as --config.KEY=VALUE sets it)."""
+    config = load_config(run.config)
+    config.lock()
+    for key, value in list(run.overrides) + [(k, run.seed) for k in run.seed_keys]:
+        *parents, leaf = key.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    return config
+
+
+@pytest.mark.parametrize("table", reproduce.TABLES)
+def test_every_table_run_config_builds_and_validates(table, tmp_path):
+    runs = reproduce.load_table(table).runs()
+    assert runs
+    fake_checkpoint = tmp_path / "pretrained.msgpack"
+    fake_checkpoint.write_bytes(b"")
+    for run in runs:
+        config = run_config(run)
+        # Runs with m above the per-device batch on 8 devices (m-sharpness,
+        # m = 64 or 256) are single-device runs, as their configs say.
+        m = config.sam.examples_per_perturbation
+        single_device = m is not None and (config.batch_size // 8) % m != 0
+        validate.validate_config(config, num_devices=1 if single_device else 8)
+        if config.pretrained.required:  # finetuning: the table names the file
+            assert config.pretrained.path == f"pretrained/{config.model.name}.msgpack"
+            with pytest.raises(validate.ConfigError, match="pretrained/efficientnet_"):
+                validate.validate_pretrained(config)  # not converted here
+            config.pretrained.path = str(fake_checkpoint)
+        validate.validate_pretrained(config)
+
+
+@pytest.mark.parametrize("arg, batch, lr, image_size", [
+    ("efficientnet_b7,oxford_iiit_pet,sam", 1024, 0.016, 600),
+    ("efficientnet_l2,stanford_cars,sgd", 512, 0.008, 800),
+    ("efficientnet_l2_475,cifar100,sam", 512, 0.008, 475),
+])
+def test_finetune_config_has_the_papers_hyperparameters(arg, batch, lr, image_size):
+    config = load_config(f"configs/finetune.py:{arg}")
+    assert (config.batch_size, config.optimizer.learning_rate, config.image_size) == (
+        batch, lr, image_size)
+    assert (config.num_steps, config.optimizer.weight_decay, config.optimizer.schedule) == (
+        5000, 1e-5, "cosine")
+    assert config.sam.rho == (0.05 if arg.endswith("sam") else 0.0)
+    assert config.freeze_batch_norm and config.pretrained.required
+    imagenet = load_config("configs/finetune.py:efficientnet_b7,imagenet2012,sam")
+    assert (imagenet.num_steps, imagenet.num_epochs, imagenet.optimizer.learning_rate,
+            imagenet.sam.rho) == (None, 10, 0.1, 0.05)
+    with pytest.raises(ValueError, match="unknown config arg 'efficientnet_b9'"):
+        load_config("configs/finetune.py:efficientnet_b9")
+
+
+# ------------------------------------------------------------ one step per family
+
+# family -> (a table row's config, the small registered model of the family).
+FAMILIES = {
+    "wrn": ("configs/cifar_wrn.py:cifar10,autoaugment,200,sam", "wrn10_1"),
+    "shake_shake": ("configs/cifar_shake_shake.py:cifar100,cutout,sam",
+                    "shake_shake_8_2x16d"),
+    "pyramidnet_shakedrop": ("configs/cifar_pyramidnet.py:cifar100,basic,shakedrop,sam",
+                             "pyramidnet_11_24_shakedrop"),
+    "resnet_imagenet": ("configs/imagenet_resnet.py:resnet50,100,sam", "resnet_tiny"),
+    "efficientnet": ("configs/finetune.py:efficientnet_b7,oxford_flowers102,sam",
+                     "efficientnet_tiny"),
+}
+
+
+def quick_variables(model, image_shape, seed=0):
+    """The model's variables, from their shapes (jax.eval_shape computes
+    nothing) filled with fan-in scaled normals, BN scale / var 1, bias / mean 0.
+
+    The real initialisers compile op by op for longer than the step itself
+    on CPU (~10-25 s per model here); their values are not what this tests.
+    """
+    key = jax.random.PRNGKey(seed)
+    shapes = jax.eval_shape(
+        lambda x: model.init({"params": key, "dropout": key}, x, train=False),
+        jnp.zeros((1,) + tuple(image_shape)))
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        name = path[-1].key
+        if name in ("scale", "var"):
+            return np.ones(leaf.shape, leaf.dtype)
+        if name in ("bias", "mean"):
+            return np.zeros(leaf.shape, leaf.dtype)
+        fan_in = int(np.prod(leaf.shape[:-1]))
+        return (rng.normal(size=leaf.shape) / np.sqrt(fan_in)).astype(leaf.dtype)
+
+    variables = jax.tree_util.tree_map_with_path(fill, shapes)
+    return variables["params"], variables.get("batch_stats", {})
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_one_sam_step_of_each_model_family(family):
+    config_and_arg, small_model = FAMILIES[family]
+    config = load_config(config_and_arg)
+    assert config.sam.rho > 0
+    # Shrunk: the family's small model, 2 examples on each of the 8 devices,
+    # 32 px images. Data (mock tfds), augmentation, optimizer and SAM settings
+    # are the row's.
+    config.model.name = small_model
+    config.batch_size = 16
+    if config.image_size:
+        config.image_size = 32
+    validate.validate_config(config, jax.device_count())
+    with tfds.testing.mock_data(num_examples=16):
+        inputs = data.prepare_inputs(config)
+        batch = next(data.as_numpy_iterator(inputs.train_batches(0, 1)))
+    model = get_model(small_model, inputs.spec.num_classes)
+    tx = train.make_optimizer(config, total_steps=100)
+    params, batch_stats = quick_variables(model, inputs.image_shape)
+    state = steps.new_train_state(params, batch_stats, tx.init(params))
+    before = jax.tree_util.tree_map(np.asarray, (state.params, state.batch_stats))
+    mesh = parallel.make_mesh()
+    step = parallel.shard_train_step(
+        train.train_step_from_config(config, model, tx, jax.device_count()), mesh)
+    state = step(jax.device_put(jax.tree_util.tree_map(jnp.copy, state),
+                                parallel.replicated(mesh)),
+                 parallel.global_batch(mesh, batch), jax.random.PRNGKey(0))
+    metrics = jax.device_get(state.metrics_sum)
+    assert np.isfinite(metrics["loss"]) and np.isfinite(metrics["clean_loss"])
+    assert metrics["grad_norm"] > 0
+    assert all(not np.array_equal(a, b) for a, b in zip(
+        jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(before[0])))
+    stats_changed = [not np.array_equal(a, b) for a, b in zip(
+        jax.tree_util.tree_leaves(state.batch_stats), jax.tree_util.tree_leaves(before[1]))]
+    # Finetuning freezes BatchNorm statistics; the others update them.
+    assert not any(stats_changed) if config.freeze_batch_norm else all(stats_changed)
