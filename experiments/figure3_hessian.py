@@ -4,8 +4,9 @@ lambda_max and lambda_max / lambda_5 at epochs 1, 50 and 300, SGD vs SAM.
 Ours come from the Lanczos measurements that configs/hessian.py logs during
 training (metrics.jsonl, split "sharpness", after epoch 1 and every 50 epochs);
 `launch` then runs `python -m sam_jax.analyze --workdir=RUN --what=hessian` on
-the final checkpoint (RUN/analysis.json: the top eigenvalues again, and the
-spectral density plot). 1 seed by default.
+the final checkpoint (RUN/analysis.json: the top eigenvalues again, used only
+where the log has no record of that epoch, and the spectral density plot).
+1 seed by default.
 
   python -m sam_jax.reproduce plan --table=figure3_hessian --root=/tmp/fig3h
 """

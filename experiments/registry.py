@@ -114,8 +114,12 @@ METRICS: dict[str, Metric] = {
 
 
 def _sharpness_records(outputs: dict) -> list[dict]:
-    """Every sharpness record a run wrote: analysis.json's "hessian" section
-    (one dict, a list, or a dict of them) and metrics.jsonl's "sharpness" split."""
+    """Every sharpness record a run wrote: metrics.jsonl's "sharpness" split, then
+    analysis.json's "hessian" section (one dict, a list, or a dict of them).
+
+    The log comes first: its records all use one subset, so the epochs of a
+    run compare; an analysis of the same epoch (another subset) is a fallback.
+    """
     section = outputs.get("analysis", {}).get("hessian")
     records = []
     if isinstance(section, dict) and not any(isinstance(v, dict) for v in section.values()):
@@ -123,7 +127,7 @@ def _sharpness_records(outputs: dict) -> list[dict]:
     elif isinstance(section, (dict, list)):
         values = section.values() if isinstance(section, dict) else section
         records = [record for record in values if isinstance(record, dict)]
-    return records + list(outputs.get("sharpness", []))
+    return list(outputs.get("sharpness", [])) + records
 
 
 def _record_epoch(record: dict, results: dict) -> Optional[float]:

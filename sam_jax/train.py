@@ -118,6 +118,9 @@ def _check_finite(state, workdir: str, manager) -> None:
     """Raises NonFiniteError if a step since the start was not finite."""
     first = int(jax.device_get(state.first_nonfinite_step))
     if first >= 0:
+        # Let an asynchronous save of the last good state finish, so the
+        # checkpoint the message names exists.
+        manager.wait_until_finished()
         last_good = manager.latest_step()
         kept = ("no checkpoint was saved before it" if last_good is None else
                 f"the last good checkpoint, step {last_good} in {workdir}, is kept")

@@ -1,9 +1,10 @@
-"""Copies generated result files into README.md, so its tables are never typed.
+"""Copies generated result files into READMEs, so their tables are never typed.
 
     python scripts/update_readme.py
 
-Replaces the text between `<!-- include: PATH -->` and `<!-- end include -->`
-with the current content of PATH (relative to the repository root).
+Replaces, in README.md and experiments/cpu_scale/README.md, the text between
+`<!-- include: PATH -->` and `<!-- end include -->` with the current content
+of PATH (relative to the repository root).
 """
 
 import os
@@ -22,12 +23,17 @@ def inline(text: str, root: str) -> str:
     return BLOCK.sub(replace, text)
 
 
+READMES = ("README.md", "experiments/cpu_scale/README.md")
+
+
 def main():
-    path = os.path.join(REPO, "README.md")
-    with open(path) as f:
-        text = f.read()
-    with open(path, "w") as f:
-        f.write(inline(text, REPO))
+    for readme in READMES:
+        path = os.path.join(REPO, readme)
+        with open(path) as f:
+            text = f.read()
+        new_text = inline(text, REPO)  # before opening for writing: a missing
+        with open(path, "w") as f:     # include leaves the README as it was
+            f.write(new_text)
 
 
 if __name__ == "__main__":

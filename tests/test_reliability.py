@@ -278,13 +278,15 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_good_checkpoint(
     manager = checkpoint.make_manager(str(tmp_path))
     saved = manager.all_steps()
     assert saved and all(step <= first_bad for step in saved)
+    # The checkpoint the message names was completed.
+    assert f"the last good checkpoint, step {max(saved)} in" in message
     state = final_state(tmp_path, diverging_config()) if saved else None
     if state is not None:
         assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(
             state.params))
     fault_table(("learning rate 1e4 (loss becomes inf/NaN)",
-                 f"stopped: '{message[:80]}...'; checkpoints kept: {saved}, all "
-                 "finite"))
+                 f"stopped: '{message.split(' in ')[0]} ...'; checkpoints kept: "
+                 f"{saved}, all finite"))
 
 
 def test_skip_nonfinite_steps_finishes_with_finite_weights(tmp_path, fault_table):

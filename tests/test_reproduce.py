@@ -499,3 +499,15 @@ def test_tiny_table_launches_locally_end_to_end(tmp_path):
     again = reproduce_cli("launch", "--launcher=local")
     assert again.returncode == 0 and "finished, skipped" in again.stdout
     assert "tiny: skipped 1" in again.stdout
+
+
+def test_sharpness_logged_during_training_wins_over_a_later_analysis(tmp_path):
+    # Both describe epoch 300; the log's subset is the one of epochs 1 and 50.
+    outputs = {"results": {"steps": 600, "epochs": 300},
+               "sharpness": [{"step": 600, "split": "sharpness", "epoch": 300,
+                              "lambda_max": 5.0, "lambda_max_over_lambda_5": 2.0}],
+               "analysis": {"hessian": {"step": 600, "lambda_max": 7.0,
+                                        "lambda_max_over_lambda_5": 3.0}}}
+    assert registry.sharpness_metric(300, "lambda_max")(outputs) == 5.0
+    del outputs["sharpness"]
+    assert registry.sharpness_metric(300, "lambda_max")(outputs) == 7.0
