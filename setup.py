@@ -27,5 +27,10 @@ setuptools.setup(
         "scikit-learn>=1.9.1",  # ships the offline default data set (digits)
         "matplotlib>=3.11",
     ],
-    extras_require={"test": ["pytest>=9.2"]},
+    extras_require={
+        "test": ["pytest>=9.2"],
+        # Only scripts/benchmark.py's PyTorch comparisons (skipped without it);
+        # a large wheel that neither training nor the tests need.
+        "benchmark": ["torch>=2.13.0"],
+    },
 )

@@ -2,7 +2,8 @@
 
     python scripts/update_readme.py
 
-Replaces, in README.md and experiments/cpu_scale/README.md, the text between
+Replaces, in README.md and the READMEs of experiments/cpu_scale and
+experiments/benchmarks, the text between
 `<!-- include: PATH -->` and `<!-- end include -->` with the current content
 of PATH (relative to the repository root).
 """
@@ -23,7 +24,8 @@ def inline(text: str, root: str) -> str:
     return BLOCK.sub(replace, text)
 
 
-READMES = ("README.md", "experiments/cpu_scale/README.md")
+READMES = ("README.md", "experiments/cpu_scale/README.md",
+           "experiments/benchmarks/README.md")
 
 
 def main():

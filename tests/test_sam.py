@@ -284,11 +284,12 @@ def test_grouped_equals_loop_over_groups(m, group_map):
 
 
 @pytest.mark.parametrize("group_map", sam_jax.GROUP_MAPS)
-def test_grouped_sync_equals_whole_batch_sam(group_map):
+@pytest.mark.parametrize("m", [8, 64])  # 64: the whole batch is one group
+def test_grouped_sync_equals_whole_batch_sam(m, group_map):
     params, x, y = make_problem(n=64, seed=7)
     out = sam_jax.grouped_sam_gradient(
         grouped_loss, params, {"x": x, "y": y}, rho=0.2,
-        examples_per_perturbation=8, sync_perturbation=True, group_map=group_map)
+        examples_per_perturbation=m, sync_perturbation=True, group_map=group_map)
     assert_tree_close(out.grads, np_sam_grad(params, x, y, 0.2))
 
 

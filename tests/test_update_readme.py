@@ -18,3 +18,12 @@ def test_inline_replaces_only_the_marked_blocks(tmp_path):
     assert update_readme.inline(text, str(tmp_path)) == expected
     # Idempotent: a second pass changes nothing.
     assert update_readme.inline(expected, str(tmp_path)) == expected
+
+
+def test_committed_readmes_hold_their_included_files():
+    # A table in a README is the file it includes, never an edited copy.
+    for readme in update_readme.READMES:
+        with open(os.path.join(update_readme.REPO, readme)) as f:
+            text = f.read()
+        assert update_readme.inline(text, update_readme.REPO) == text, (
+            f"{readme} is stale: run python scripts/update_readme.py")

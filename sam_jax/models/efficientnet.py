@@ -16,6 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sam_jax.models.layers import Conv
+
 BATCHNORM_MOMENTUM = 0.99
 BATCHNORM_EPSILON = 1e-3
 DEPTH_DIVISOR = 8
@@ -93,8 +95,8 @@ def batch_norm(train: bool, name: str) -> nn.BatchNorm:
 
 
 def conv(features: int, kernel_size: int = 1, strides: int = 1, name: str = None):
-    return nn.Conv(features, (kernel_size, kernel_size), strides=strides, padding="SAME",
-                   use_bias=False, kernel_init=conv_kernel_init, name=name)
+    return Conv(features, (kernel_size, kernel_size), strides=strides, padding="SAME",
+                use_bias=False, kernel_init=conv_kernel_init, name=name)
 
 
 class SqueezeExcite(nn.Module):
@@ -104,10 +106,10 @@ class SqueezeExcite(nn.Module):
     @nn.compact
     def __call__(self, x):
         gates = x.mean(axis=(1, 2), keepdims=True)
-        gates = nn.Conv(self.reduced_filters, (1, 1), kernel_init=conv_kernel_init,
-                        name="reduce_conv")(gates)
-        gates = nn.Conv(x.shape[-1], (1, 1), kernel_init=conv_kernel_init,
-                        name="expand_conv")(nn.swish(gates))
+        gates = Conv(self.reduced_filters, (1, 1), kernel_init=conv_kernel_init,
+                     name="reduce_conv")(gates)
+        gates = Conv(x.shape[-1], (1, 1), kernel_init=conv_kernel_init,
+                     name="expand_conv")(nn.swish(gates))
         return x * nn.sigmoid(gates)
 
 

@@ -6,6 +6,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from sam_jax.models.conv import conv_general_dilated
+
 # The official code's BatchNorm constants (flax.nn defaults of 2020).
 BATCHNORM_MOMENTUM = 0.9
 BATCHNORM_EPSILON = 1e-5
@@ -29,7 +31,10 @@ def bn_relu(x, train: bool, name: str):
     return nn.relu(batch_norm(train, name)(x))
 
 
-Conv3x3 = functools.partial(nn.Conv, kernel_size=(3, 3), padding="SAME",
+# nn.Conv with XLA:CPU's slow weight gradient replaced (models/conv.py).
+Conv = functools.partial(nn.Conv, conv_general_dilated=conv_general_dilated)
+
+Conv3x3 = functools.partial(Conv, kernel_size=(3, 3), padding="SAME",
                             use_bias=False, kernel_init=conv_kernel_init)
 
 
@@ -46,7 +51,7 @@ def shortcut_add(block_x, orig_x):
     return block_x + orig_x
 
 
-Conv1x1 = functools.partial(nn.Conv, kernel_size=(1, 1), padding="SAME",
+Conv1x1 = functools.partial(Conv, kernel_size=(1, 1), padding="SAME",
                             use_bias=False, kernel_init=conv_kernel_init)
 
 

@@ -54,8 +54,9 @@ class ImageNetResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = nn.Conv(self.num_filters, (7, 7), strides=2, padding=[(3, 3), (3, 3)],
-                    use_bias=False, kernel_init=layers.conv_kernel_init, name="conv_init")(x)
+        x = layers.Conv(self.num_filters, (7, 7), strides=2, padding=[(3, 3), (3, 3)],
+                        use_bias=False, kernel_init=layers.conv_kernel_init,
+                        name="conv_init")(x)
         x = layers.bn_relu(x, train, "bn_init")
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
         for stage, num_blocks in enumerate(self.stage_sizes):

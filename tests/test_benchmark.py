@@ -1,0 +1,48 @@
+"""Smoke test of scripts/benchmark.py: --quick runs every case and reports a ratio."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "scripts", "benchmark.py")
+CASES = ("sam_vs_sgd", "sam_vs_optax", "sam_vs_torch", "input_pipeline", "memory",
+         "compile_time", "m_sharpness", "conv_weight_grad")
+
+
+def test_quick_benchmark_reports_every_case(tmp_path):
+    json_out = tmp_path / "results.json"
+    md_out = tmp_path / "results.md"
+    env = dict(os.environ)
+    # The benchmark times what a user runs: the machine's real CPU device,
+    # not conftest's 8 virtual ones.
+    env["XLA_FLAGS"] = " ".join(
+        flag for flag in env.get("XLA_FLAGS", "").split()
+        if not flag.startswith("--xla_force_host_platform_device_count"))
+    subprocess.run([sys.executable, SCRIPT, "--quick", "--repeats=1",
+                    f"--json_out={json_out}", f"--md_out={md_out}"],
+                   check=True, env=env, cwd=REPO, timeout=600)
+    report = json.loads(json_out.read_text())
+
+    assert set(CASES) == set(report["settings"]["cases"])
+    rows = report["cases"]
+    assert {row["case"] for row in rows} == set(CASES)
+    torch_present = importlib.util.find_spec("torch") is not None
+    for row in rows:
+        if row["case"] == "sam_vs_torch" and not torch_present:
+            assert row["ratio"] is None and "torch" in row["skipped"]
+            continue
+        assert isinstance(row["ratio"], float) and row["denominator"] > 0, row
+        if row["unit"] != "bytes":  # a memory difference may be <= 0
+            assert row["ratio"] > 0, row
+        assert (row["target"] is None) == (row["passed"] is None), row
+    # sam_vs_sgd and memory cover two setups (a small and a large model).
+    assert len([r for r in rows if r["case"] == "sam_vs_sgd"]) == 2
+    assert len([r for r in rows if r["case"] == "memory"]) == 4  # + optax rows
+    for by_name in report["timings"].values():
+        for summary in by_name.values():
+            assert len(summary["seconds"]) == 1 and summary["all_steps_finite"]
+    assert report["versions"]["jax"] and report["machine"]["nproc"] >= 1
+    assert "| case |" in md_out.read_text()
