@@ -34,6 +34,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -52,7 +53,7 @@ from sam_jax import train  # noqa: E402
 from sam_jax.data import pipeline  # noqa: E402
 from sam_jax.data.sources import get_spec  # noqa: E402
 from sam_jax.models import conv as conv_module  # noqa: E402
-from sam_jax.models import get_model  # noqa: E402
+from sam_jax.models import MODELS, get_model  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CASES = ("sam_vs_sgd", "sam_vs_optax", "sam_vs_torch", "input_pipeline", "memory",
@@ -343,14 +344,19 @@ class TorchSamWorkload:
         return bool(self.torch.isfinite(self.loss))
 
 
+def conv_layer_problem(batch_size: int, channels: int) -> tuple:
+    """Input (NHWC, 32x32) and 3x3 kernel (HWIO) of the conv cases, as numpy."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch_size, 32, 32, channels)).astype(np.float32)
+    w = (0.05 * rng.standard_normal((3, 3, channels, channels))).astype(np.float32)
+    return x, w
+
+
 class ConvWeightGradWorkload:
     """The weight gradient of one 3x3 SAME convolution per call (its VJP in w)."""
 
     def __init__(self, conv_fn, batch_size: int, channels: int):
-        rng = np.random.default_rng(0)
-        x = jnp.asarray(rng.standard_normal((batch_size, 32, 32, channels)), jnp.float32)
-        w = jnp.asarray(0.05 * rng.standard_normal((3, 3, channels, channels)),
-                        jnp.float32)
+        x, w = (jnp.asarray(a) for a in conv_layer_problem(batch_size, channels))
         conv = lambda x, w: conv_fn(x, w, (1, 1), "SAME",
                                     dimension_numbers=conv_module.NHWC)
         dy = conv(x, w)
@@ -377,9 +383,7 @@ class ConvLayerWorkload:
 
     def __init__(self, framework: str, backward: bool, batch_size: int, channels: int,
                  num_threads: int):
-        rng = np.random.default_rng(0)
-        x = rng.standard_normal((batch_size, 32, 32, channels)).astype(np.float32)
-        w = (0.05 * rng.standard_normal((3, 3, channels, channels))).astype(np.float32)
+        x, w = conv_layer_problem(batch_size, channels)
         self.examples_per_call = batch_size
         if framework == "jax":
             conv = lambda x, w: conv_module.conv_general_dilated(
@@ -388,6 +392,8 @@ class ConvLayerWorkload:
             fn = jax.jit(jax.grad(loss, (0, 1)) if backward else conv)
             args = (jnp.asarray(x), jnp.asarray(w))
             self.run = lambda: jax.block_until_ready(fn(*args))
+            self.all_finite = lambda outputs: all(
+                bool(jnp.all(jnp.isfinite(y))) for y in jax.tree_util.tree_leaves(outputs))
         else:
             import torch  # optional dependency
             torch.set_num_threads(num_threads)
@@ -403,15 +409,18 @@ class ConvLayerWorkload:
                 wt.requires_grad_(True)
                 return torch.autograd.grad((conv() ** 2).sum(), (xt, wt))
             self.run = run
-        self.run()
+            self.all_finite = lambda outputs: all(
+                bool(torch.isfinite(y).all()) for y in
+                (outputs if isinstance(outputs, tuple) else (outputs,)))
+        self.outputs = self.run()
 
     def __call__(self) -> float:
         start = time.perf_counter()
-        self.run()
+        self.outputs = self.run()
         return time.perf_counter() - start
 
     def finite(self) -> bool:
-        return True
+        return self.all_finite(self.outputs)
 
 
 def time_round_robin(workloads: dict, repeats: int, warmup: int, log) -> dict:
@@ -549,16 +558,13 @@ def run_setup(setup: Setup, wanted: set, settings: Settings, mesh, repeats: int,
             workloads["conv_wgrad_sam_jax"].result - workloads["conv_wgrad_lax"].result)))
     if "conv_vs_torch" in wanted:
         try:
-            for framework in ("jax", "torch"):
-                for backward in (False, True):
-                    name = f"conv_{'fwdbwd' if backward else 'fwd'}_{framework}"
-                    workloads[name] = ConvLayerWorkload(
-                        framework, backward, setup.batch_size, settings.conv_channels,
-                        num_threads)
-        except ImportError as error:
+            workloads.update({
+                f"conv_{'fwdbwd' if backward else 'fwd'}_{framework}": ConvLayerWorkload(
+                    framework, backward, setup.batch_size, settings.conv_channels,
+                    num_threads)
+                for framework in ("jax", "torch") for backward in (False, True)})
+        except ImportError as error:  # none of the four is timed
             notes["conv_torch_skipped"] = f"torch is not importable ({error})"
-            for name in [n for n in workloads if n.startswith("conv_fw")]:
-                del workloads[name]
     if "compile_time" in wanted:
         log(f"  timing {repeats} fresh compiles of sam and sgd ({setup.label})")
         compile_seconds = time_compiles({"sam": configs["sam"], "sgd": configs["sgd"]},
@@ -836,8 +842,34 @@ def parse_args(argv):
                 parser.error(f"--{key}={value!r}: expected MODEL:BATCH")
             settings = dataclasses.replace(settings, **{key: Setup(model_name,
                                                                    int(batch_size))})
+    for key in ("main", "large"):
+        check_setup(parser, key, getattr(settings, key), args.cases)
     args.settings = settings
     return args
+
+
+def check_setup(parser, key: str, setup: Setup, cases: list) -> None:
+    """Rejects, before anything is built, a setup the chosen cases can not run."""
+    flag = f"--{key}={setup.model_name}:{setup.batch_size}"
+    if setup.model_name not in MODELS:
+        parser.error(f"{flag}: unknown model {setup.model_name!r}; allowed: "
+                     f"{', '.join(sorted(MODELS))}")
+    devices = jax.device_count()
+    if setup.batch_size <= 0 or setup.batch_size % devices:
+        parser.error(f"{flag}: the batch must be a positive multiple of the device "
+                     f"count {devices}")
+    if key != "main":
+        return
+    per_device_batch = setup.batch_size // devices
+    if ({"m_sharpness", "m_sharpness_sequential"} & set(cases)
+            and per_device_batch % GROUPS_PER_DEVICE):
+        parser.error(f"{flag}: m-sharpness splits the per-device batch "
+                     f"{per_device_batch} into {GROUPS_PER_DEVICE} groups; it must be "
+                     f"a multiple of {GROUPS_PER_DEVICE}")
+    if ({"sam_vs_torch"} & set(cases)
+            and not re.fullmatch(r"wrn\d+_\d+", setup.model_name)):
+        parser.error(f"{flag}: sam_vs_torch needs a WideResNet (wrnDEPTH_WIDTH, as in "
+                     "scripts/torch_sam_reference.py)")
 
 
 def main(argv=None) -> dict:

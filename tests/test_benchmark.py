@@ -6,24 +6,30 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "scripts", "benchmark.py")
 CASES = ("sam_vs_sgd", "sam_vs_optax", "sam_vs_torch", "input_pipeline", "memory",
          "compile_time", "m_sharpness", "conv_weight_grad")
 
 
-def test_quick_benchmark_reports_every_case(tmp_path):
-    json_out = tmp_path / "results.json"
-    md_out = tmp_path / "results.md"
+def user_environment() -> dict:
+    """The benchmark times what a user runs: the machine's real CPU device,
+    not conftest's 8 virtual ones."""
     env = dict(os.environ)
-    # The benchmark times what a user runs: the machine's real CPU device,
-    # not conftest's 8 virtual ones.
     env["XLA_FLAGS"] = " ".join(
         flag for flag in env.get("XLA_FLAGS", "").split()
         if not flag.startswith("--xla_force_host_platform_device_count"))
+    return env
+
+
+def test_quick_benchmark_reports_every_case(tmp_path):
+    json_out = tmp_path / "results.json"
+    md_out = tmp_path / "results.md"
     subprocess.run([sys.executable, SCRIPT, "--quick", "--repeats=1",
                     f"--json_out={json_out}", f"--md_out={md_out}"],
-                   check=True, env=env, cwd=REPO, timeout=600)
+                   check=True, env=user_environment(), cwd=REPO, timeout=600)
     report = json.loads(json_out.read_text())
 
     assert set(CASES) == set(report["settings"]["cases"])
@@ -46,3 +52,20 @@ def test_quick_benchmark_reports_every_case(tmp_path):
             assert len(summary["seconds"]) == 1 and summary["all_steps_finite"]
     assert report["versions"]["jax"] and report["machine"]["nproc"] >= 1
     assert "| case |" in md_out.read_text()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--main=resnet9:16"], "unknown model 'resnet9'; allowed:"),
+    (["--large=wrn10_1:0"], "must be a positive multiple of the device count"),
+    (["--main=wrn10_1:12", "--cases=m_sharpness"], "must be a multiple of 8"),
+    (["--main=resnet8:16", "--cases=sam_vs_torch"], "sam_vs_torch needs a WideResNet"),
+])
+def test_bad_setup_exits_2_with_one_line_before_any_work(tmp_path, args, message):
+    json_out = tmp_path / "results.json"
+    result = subprocess.run([sys.executable, SCRIPT, "--quick", f"--json_out={json_out}",
+                             *args], capture_output=True, text=True,
+                            env=user_environment(), cwd=REPO, timeout=120)
+    assert result.returncode == 2
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert message in last_line and "Traceback" not in result.stderr
+    assert not json_out.exists()
