@@ -10,7 +10,14 @@ setuptools.setup(
                  "the paper."),
     long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
-    packages=setuptools.find_packages(include=["sam_jax", "sam_jax.*"]),
+    # The declarations travel inside the package, so an installed copy finds
+    # its configs and tables from any directory (sam_jax/declarations.py).
+    packages=(setuptools.find_packages(include=["sam_jax", "sam_jax.*"])
+              + ["sam_jax.configs"]
+              + ["sam_jax.experiments" + p.removeprefix("experiments")
+                 for p in setuptools.find_packages(include=["experiments",
+                                                            "experiments.*"])]),
+    package_dir={"sam_jax.configs": "configs", "sam_jax.experiments": "experiments"},
     python_requires=">=3.11",
     # Lower bounds are the versions the test suite was run with.
     install_requires=[

@@ -11,7 +11,7 @@ where the log has no record of that epoch, and the spectral density plot).
   python -m sam_jax.reproduce plan --table=figure3_hessian --root=/tmp/fig3h
 """
 
-from experiments import registry
+from sam_jax.reproduce import registry
 
 SEEDS = 1
 EPOCHS = (1, 50, 300)

@@ -7,7 +7,7 @@ have no paper value. 1 seed by default.
   python -m sam_jax.reproduce plan --table=figure3_m_sharpness --root=/tmp/fig3m
 """
 
-from experiments import registry
+from sam_jax.reproduce import registry
 
 SEEDS = 1
 M_VALUES = ("1", "4", "16", "64", "256")

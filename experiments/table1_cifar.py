@@ -5,7 +5,7 @@ The paper's numbers are means of 5 runs, so each cell has 5 seeds by default.
   python -m sam_jax.reproduce plan --table=table1_cifar --root=/tmp/table1
 """
 
-from experiments import registry
+from sam_jax.reproduce import registry
 
 SEEDS = 5  # "mean of 5 runs"
 AUGMENTATIONS = (("basic", "Basic"), ("cutout", "Cutout"), ("autoaugment", "AA"))

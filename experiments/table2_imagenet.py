@@ -6,7 +6,7 @@ method) share their runs. PAPER.md states no seed count: 1 seed by default.
   python -m sam_jax.reproduce plan --table=table2_imagenet --root=gs://bucket/table2
 """
 
-from experiments import registry
+from sam_jax.reproduce import registry
 
 SEEDS = 1
 MODELS = (("resnet50", "ResNet-50"), ("resnet101", "ResNet-101"),

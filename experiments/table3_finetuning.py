@@ -11,7 +11,7 @@ scripts/convert_efficientnet_checkpoint.py), e.g.
   python -m sam_jax.reproduce plan --table=table3_finetuning --root=/tmp/table3
 """
 
-from experiments import registry
+from sam_jax.reproduce import registry
 
 SEEDS = 1
 DATASETS = (

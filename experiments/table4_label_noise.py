@@ -8,7 +8,7 @@ seed count: 1 seed by default.
   python -m sam_jax.reproduce plan --table=table4_label_noise --root=/tmp/table4
 """
 
-from experiments import registry
+from sam_jax.reproduce import registry
 
 SEEDS = 1
 ROWS = (("sgd", "SGD"), ("mixup", "Mixup"), ("bootstrap_mixup", "Bootstrap + Mixup"),

@@ -5,7 +5,7 @@ PAPER.md states no seed count: 1 seed by default.
   python -m sam_jax.reproduce plan --table=table5_svhn_fmnist --root=/tmp/table5
 """
 
-from experiments import registry
+from sam_jax.reproduce import registry
 
 SEEDS = 1
 ROWS = (("wrn_basic", "WRN / Basic"), ("wrn_autoaugment", "WRN / AA"),

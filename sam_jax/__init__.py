@@ -1,16 +1,34 @@
-"""sam_jax: Sharpness-Aware Minimization for JAX, Flax and optax."""
+"""sam_jax: Sharpness-Aware Minimization for JAX, Flax and optax.
 
-from sam_jax.sam import GROUP_MAPS
-from sam_jax.sam import GroupedSAMOutput
-from sam_jax.sam import SAMState
-from sam_jax.sam import grouped_sam_gradient
-from sam_jax.sam import per_device
-from sam_jax.sam import perturbation
-from sam_jax.sam import sam
+The public names below are imported on first use, so the command lines
+(`python -m sam_jax.reproduce`, `--help` of any of them) start without JAX.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "GROUP_MAPS", "GroupedSAMOutput", "SAMState", "grouped_sam_gradient",
-    "per_device", "perturbation", "sam",
-]
+# public name -> private module that defines it
+_EXPORTS = {
+    "GROUP_MAPS": "sam_jax._sam",
+    "GroupedSAMOutput": "sam_jax._sam",
+    "SAMState": "sam_jax._sam",
+    "grouped_sam_gradient": "sam_jax._sam",
+    "per_device": "sam_jax._sam",
+    "perturbation": "sam_jax._sam",
+    "sam": "sam_jax._sam",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # the next lookup is a plain attribute
+        return value
+    raise AttributeError(f"module 'sam_jax' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

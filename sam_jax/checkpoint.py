@@ -1,5 +1,5 @@
-"""Checkpoints of the training state with orbax: save, and resume from the latest
-good one.
+"""Every use of orbax: save the training state, resume from the latest good
+checkpoint, and read a run's weights back (analysis, finetuning).
 
 orbax writes a checkpoint into a temporary directory and renames it when it is
 complete, so a write cut short by a kill is never taken for a checkpoint (and
@@ -11,20 +11,51 @@ and the previous one is used.
 import os
 import shutil
 import sys
-from typing import Optional
+from typing import Any, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
-CHECKPOINT_DIR = "checkpoints"
-CORRUPT_DIR = "checkpoints_corrupt"
+from sam_jax import workdir as workdir_lib
+
+
+def checkpoint_dir(workdir: str) -> str:
+    return os.path.join(os.path.abspath(workdir), workdir_lib.CHECKPOINT_DIR)
+
+
+def latest_step(workdir: str) -> Optional[int]:
+    """The newest step saved in `workdir`, or None; reads a listing, writes nothing.
+
+    A step directory that orbax has finished renaming into place has a bare
+    integer name; temporary ones (`N.orbax-checkpoint-tmp-...`) do not count.
+    """
+    directory = checkpoint_dir(workdir)
+    if not os.path.isdir(directory):
+        return None
+    steps = [int(d) for d in os.listdir(directory) if d.isdigit()]
+    return max(steps) if steps else None
 
 
 def make_manager(workdir: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                            cleanup_tmp_directories=True)
-    return ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR), options=options)
+    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+
+
+def read_only_manager(workdir: str) -> ocp.CheckpointManager:
+    """A manager that never creates, cleans up or moves anything in `workdir`
+    (e.g. to analyse a run that is still training)."""
+    # orbax warns that read-only is read-only; that is the point, so it is hidden.
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity(logging.ERROR)
+    try:
+        return ocp.CheckpointManager(
+            checkpoint_dir(workdir), item_handlers=ocp.PyTreeCheckpointHandler(),
+            options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+    finally:
+        logging.set_verbosity(verbosity)
 
 
 def save(manager: ocp.CheckpointManager, state) -> None:
@@ -32,6 +63,11 @@ def save(manager: ocp.CheckpointManager, state) -> None:
     if step in manager.all_steps():
         return
     manager.save(step, args=ocp.args.StandardSave(state))
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """`Type: first line of the message`: orbax's messages run to pages."""
+    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:limit]}"
 
 
 def restore_latest(workdir: str, target) -> Optional[object]:
@@ -47,9 +83,9 @@ def restore_latest(workdir: str, target) -> Optional[object]:
             state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except Exception as e:  # orbax raises many types for a damaged checkpoint
             print(f"warning: checkpoint at step {step} in {workdir} cannot be read "
-                  f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); moving it "
-                  f"to {CORRUPT_DIR}/ and trying the previous one", file=sys.stderr,
-                  flush=True)
+                  f"({first_line(e)}); moving it to "
+                  f"{workdir_lib.CORRUPT_CHECKPOINT_DIR}/ and trying the previous one",
+                  file=sys.stderr, flush=True)
             manager.close()
             if jax.process_index() == 0:
                 _move_aside(workdir, step)
@@ -62,8 +98,9 @@ def restore_latest(workdir: str, target) -> Optional[object]:
 
 
 def _move_aside(workdir: str, step: int) -> None:
-    source = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR, str(step))
-    target_dir = os.path.join(os.path.abspath(workdir), CORRUPT_DIR)
+    source = os.path.join(checkpoint_dir(workdir), str(step))
+    target_dir = os.path.join(os.path.abspath(workdir),
+                              workdir_lib.CORRUPT_CHECKPOINT_DIR)
     os.makedirs(target_dir, exist_ok=True)
     target = os.path.join(target_dir, str(step))
     suffix = 0
@@ -71,3 +108,99 @@ def _move_aside(workdir: str, step: int) -> None:
         suffix += 1
         target = os.path.join(target_dir, f"{step}.{suffix}")
     shutil.move(source, target)
+
+
+# ---------------------------------------------------------------- reading back
+
+def _key_name(key) -> str:
+    for attribute in ("key", "name", "idx"):
+        if hasattr(key, attribute):
+            return str(getattr(key, attribute))
+    return str(key)
+
+
+def _shapes(tree) -> dict[str, tuple]:
+    """{"params/stem/kernel": shape, ...} over the leaves of nested dicts."""
+    return {"/".join(_key_name(k) for k in path): tuple(np.shape(leaf))
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def first_mismatch(saved, target, *, skip=lambda path: False) -> str:
+    """'' if `saved` has exactly the paths and shapes of `target`, else the first
+    path that is missing, extra or of another shape, in words.
+
+    `skip(path)` leaves paths out of the comparison (e.g. a classifier head
+    that finetuning replaces). Paths are slash-joined keys, "params/head/kernel".
+    """
+    have = {k: v for k, v in _shapes(saved).items() if not skip(k)}
+    want = {k: v for k, v in _shapes(target).items() if not skip(k)}
+    for key in sorted(set(have) | set(want)):
+        if key not in have:
+            return f"{key} (shape {want[key]}) is missing from it"
+        if key not in want:
+            return f"it has {key} (shape {have[key]}), which the model does not"
+        if have[key] != want[key]:
+            return f"{key} has shape {have[key]} in it, {want[key]} in the model"
+    return ""
+
+
+def step_item_dir(path: str) -> str:
+    """The directory holding a saved train state, from a workdir (its latest
+    checkpoint) or from one `checkpoints/STEP` directory. ValueError if none."""
+    if os.path.isdir(os.path.join(path, workdir_lib.CHECKPOINT_DIR)):
+        step = latest_step(path)
+        if step is None:
+            raise ValueError(f"{path!r} has no checkpoint in "
+                             f"{workdir_lib.CHECKPOINT_DIR}/")
+        path = os.path.join(checkpoint_dir(path), str(step))
+    if os.path.isdir(os.path.join(path, "default")):
+        path = os.path.join(path, "default")
+    return path
+
+
+def read_tree(path: str) -> Any:
+    """A saved train state as nested dicts of numpy arrays (no target needed)."""
+    return ocp.StandardCheckpointer().restore(step_item_dir(path))
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint whose tree does not fit the target; the message says where."""
+
+
+def restore_parts(workdir: str, target: dict) -> tuple[int, dict]:
+    """(step, parts) from the newest readable checkpoint of `workdir`, read-only.
+
+    `target` maps top-level entries of the saved state (e.g. "step", "params",
+    "batch_stats") to shape structs; only those are read (a partial restore),
+    so the optimizer part may differ between the writer and the reader.
+    Raises CheckpointMismatchError when a checkpoint's parts do not fit
+    `target` (checked first: orbax's own errors are pages long), and
+    FileNotFoundError naming the last problem when no checkpoint is readable.
+    """
+    args = ocp.args.PyTreeRestore(
+        target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True)
+    manager = read_only_manager(workdir)
+    problem = "no checkpoint"
+    try:
+        for step in sorted(manager.all_steps(), reverse=True):
+            try:
+                metadata = manager.item_metadata(step)
+                tree = getattr(metadata, "tree", metadata)
+                saved = {k: tree.get(k, {}) for k in target if k != "step"}
+                wanted = {k: v for k, v in target.items() if k != "step"}
+                mismatch = first_mismatch(saved, wanted)
+                if mismatch:
+                    raise CheckpointMismatchError(f"checkpoint {step}: {mismatch}")
+                restored = manager.restore(step, args=args)
+            except CheckpointMismatchError:
+                raise
+            except Exception as e:  # orbax raises many types for a bad checkpoint
+                problem = f"checkpoint {step} cannot be read ({first_line(e)})"
+                print(f"warning: {problem}; trying the previous one", file=sys.stderr,
+                      flush=True)
+                continue
+            return int(restored["step"]), restored
+    finally:
+        manager.close()
+    raise FileNotFoundError(f"{problem} in {checkpoint_dir(workdir)}")

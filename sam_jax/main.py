@@ -8,10 +8,13 @@ stops with one line naming the value, exit code 2, and the workdir untouched.
 import os
 import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from sam_jax import cli
+from sam_jax import declarations
+from sam_jax import errors
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training config file (get_config(arg)).", lock_config=True)
@@ -27,13 +30,6 @@ _OVERWRITE = flags.DEFINE_bool(
     "delete it and start afresh (otherwise such a workdir is refused).")
 flags.mark_flags_as_required(["config", "workdir"])
 
-# Exit codes: 0 done; 2 bad input (nothing written); 3 non-finite loss or
-# gradient (last good checkpoint kept); 75 preempted by SIGTERM after saving a
-# checkpoint (run the same command again to resume).
-EXIT_BAD_INPUT = 2
-EXIT_NONFINITE = 3
-
-
 def _want_distributed() -> bool:
     if _DISTRIBUTED.value != "auto":
         return _DISTRIBUTED.value == "yes"
@@ -48,26 +44,27 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     # Imported here so that --help and flag errors come before JAX starts.
     import jax
-    from sam_jax import data
     from sam_jax import preemption
     from sam_jax import train
-    from sam_jax import validate
 
     if _want_distributed():
         jax.distributed.initialize()
     try:
         train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
                                  overwrite=_OVERWRITE.value)
-    except (validate.ConfigError, data.DatasetUnavailableError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
     except train.NonFiniteError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(EXIT_NONFINITE)
+        sys.exit(errors.EXIT_NONFINITE)
     except preemption.Preempted as e:
         print(f"stopped: {e}; run the same command to resume", file=sys.stderr)
-        sys.exit(preemption.EXIT_PREEMPTED)
+        sys.exit(errors.EXIT_PREEMPTED)
+
+
+def run() -> None:
+    # `configs/FILE.py` is found from any directory (installed or checkout).
+    sys.argv = declarations.resolve_config_argv(sys.argv)
+    cli.run(main)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run()

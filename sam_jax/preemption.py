@@ -6,9 +6,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-# The exit code of a run stopped by SIGTERM after saving its checkpoint:
-# EX_TEMPFAIL, "try again", so a requeue re-runs it and it resumes.
-EXIT_PREEMPTED = 75
+from sam_jax.errors import EXIT_PREEMPTED  # noqa: F401  (re-exported: older callers)
 
 
 class Preempted(Exception):

@@ -17,14 +17,12 @@ ImageNet finetuning of an ImageNet checkpoint) and freshly initialised
 otherwise (a new number of classes); everything else comes from the checkpoint.
 """
 
-import os
-
 import flax
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
-from sam_jax.validate import ConfigError
+from sam_jax import checkpoint
+from sam_jax.errors import BadInputError
 
 COLLECTIONS = ("params", "batch_stats")
 
@@ -38,20 +36,6 @@ def save_msgpack(path: str, params, batch_stats) -> None:
         f.write(flax.serialization.msgpack_serialize(tree))
 
 
-def _orbax_item_dir(path: str) -> str:
-    """The directory holding the saved train state, from a workdir or step dir."""
-    checkpoints = os.path.join(path, "checkpoints")
-    if os.path.isdir(checkpoints):
-        steps = [int(d) for d in os.listdir(checkpoints) if d.isdigit()]
-        if not steps:
-            raise ConfigError(f"pretrained.path={path!r}: the workdir has no "
-                              "checkpoint in checkpoints/")
-        path = os.path.join(checkpoints, str(max(steps)))
-    if os.path.isdir(os.path.join(path, "default")):
-        path = os.path.join(path, "default")
-    return path
-
-
 def read_checkpoint(path: str, fmt: str) -> dict:
     """{"params": ..., "batch_stats": ...} of numpy arrays from a checkpoint."""
     try:
@@ -59,17 +43,16 @@ def read_checkpoint(path: str, fmt: str) -> dict:
             with open(path, "rb") as f:
                 tree = flax.serialization.msgpack_restore(f.read())
         elif fmt == "orbax":
-            tree = ocp.StandardCheckpointer().restore(_orbax_item_dir(path))
+            tree = checkpoint.read_tree(path)
         else:
-            raise ConfigError(f"unknown pretrained.format {fmt!r}; allowed: msgpack, orbax")
-    except ConfigError:
+            raise BadInputError(f"unknown pretrained.format {fmt!r}; allowed: msgpack, orbax")
+    except BadInputError:
         raise
     except Exception as e:  # msgpack / orbax raise many types for a bad file
-        first_line = (str(e).splitlines() or [""])[0][:200]
-        raise ConfigError(f"pretrained.path={path!r} cannot be read as format "
-                          f"{fmt!r} ({type(e).__name__}: {first_line})") from e
+        raise BadInputError(f"pretrained.path={path!r} cannot be read as format "
+                          f"{fmt!r} ({checkpoint.first_line(e)})") from e
     if not isinstance(tree, dict) or "params" not in tree:
-        raise ConfigError(f"pretrained.path={path!r} holds no 'params' tree (format "
+        raise BadInputError(f"pretrained.path={path!r} holds no 'params' tree (format "
                           f"{fmt!r} wants {{'params': ..., 'batch_stats': ...}})")
     return {name: jax.tree_util.tree_map(np.asarray, tree.get(name) or {})
             for name in COLLECTIONS}
@@ -92,26 +75,18 @@ def _is_head(key: str, head: str) -> bool:
 def check_fits(pretrained: dict, model_variables: dict, *, head: str = "head",
                where: str = "pretrained checkpoint", model_name: str = "the model"
                ) -> None:
-    """Raises ConfigError naming the first path whose presence or shape differs.
+    """Raises BadInputError naming the first path whose presence or shape differs.
 
     The head is left out of the comparison (it may have another class count).
     """
-    ours = {k: np.shape(v) for k, v in _flat(model_variables).items()
-            if not _is_head(k, head)}
-    theirs = {k: np.shape(v) for k, v in _flat(pretrained).items()
-              if not _is_head(k, head)}
-    for key in sorted(set(ours) | set(theirs)):
-        if key not in theirs:
-            raise ConfigError(f"{where} does not fit {model_name}: {key} (shape "
-                              f"{ours[key]}) is missing from it")
-        if key not in ours:
-            raise ConfigError(f"{where} does not fit {model_name}: it has {key} "
-                              f"(shape {theirs[key]}), which the model does not")
-        if ours[key] != theirs[key]:
-            raise ConfigError(f"{where} does not fit {model_name}: {key} has shape "
-                              f"{theirs[key]} in it, {ours[key]} in the model")
+    collections = lambda tree: {name: tree.get(name) or {} for name in COLLECTIONS}
+    mismatch = checkpoint.first_mismatch(
+        collections(pretrained), collections(model_variables),
+        skip=lambda path: _is_head(path, head))
+    if mismatch:
+        raise BadInputError(f"{where} does not fit {model_name}: {mismatch}")
     if not any(_is_head(k, head) for k in _flat(model_variables)):
-        raise ConfigError(f"pretrained.head={head!r}: {model_name} has no top-level "
+        raise BadInputError(f"pretrained.head={head!r}: {model_name} has no top-level "
                           f"params entry of that name")
 
 

@@ -7,6 +7,8 @@ from typing import Mapping
 
 import tensorflow as tf
 
+from sam_jax import workdir as workdir_lib
+
 
 class MetricsWriter:
     """Writes scalars to metrics.jsonl and TensorBoard; only on process 0."""
@@ -15,8 +17,9 @@ class MetricsWriter:
         self.enabled = enabled
         if not enabled:
             return
-        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-        self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+        self._jsonl = open(workdir_lib.path(workdir, workdir_lib.METRICS_FILE), "a")
+        self._tb = tf.summary.create_file_writer(
+            workdir_lib.path(workdir, workdir_lib.TENSORBOARD_DIR))
 
     def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
         if not self.enabled:

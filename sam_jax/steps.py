@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-import sam_jax
+from sam_jax import _sam
 from sam_jax.batch_norm import frozen_batch_norm
 
 AXIS = "batch"
@@ -65,6 +65,17 @@ def new_train_state(params, batch_stats, opt_state) -> TrainState:
                       metrics_sum=zero_metrics_sum(),
                       nonfinite_steps=jnp.zeros([], jnp.int32),
                       first_nonfinite_step=jnp.full([], -1, jnp.int32))
+
+
+def initial_state(seed: int, model, tx: optax.GradientTransformation,
+                  image_shape) -> TrainState:
+    """The step-0 state: the model initialised from `seed`, the optimizer's state."""
+    key = jax.random.PRNGKey(seed)
+    variables = model.init({"params": key, "dropout": key},
+                           jnp.zeros((1,) + tuple(image_shape), jnp.float32),
+                           train=False)
+    params = variables["params"]
+    return new_train_state(params, variables.get("batch_stats", {}), tx.init(params))
 
 
 def cross_entropy(logits, labels, label_smoothing: float = 0.0):
@@ -124,7 +135,7 @@ def make_train_step(model, tx: optax.GradientTransformation, *, rho: float,
             loss = ce + weight_decay * l2_penalty(params)
             return loss, (mutated["batch_stats"], ce, error)
 
-        out = sam_jax.grouped_sam_gradient(
+        out = _sam.grouped_sam_gradient(
             loss_fn, state.params, batch, rho=rho,
             examples_per_perturbation=examples_per_perturbation,
             adaptive=adaptive, eta=eta, axis_name=AXIS,

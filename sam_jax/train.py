@@ -19,6 +19,7 @@ import optax
 
 from sam_jax import checkpoint
 from sam_jax import data
+from sam_jax import optimizers
 from sam_jax import parallel
 from sam_jax import preemption
 from sam_jax import pretrained
@@ -29,47 +30,11 @@ from sam_jax import workdir as workdir_lib
 from sam_jax.models import get_model
 
 
-def learning_rate_schedule(config, total_steps: int) -> optax.Schedule:
-    opt = config.optimizer
-    if opt.schedule == "cosine":  # the paper's: cosine, no warm-up
-        return optax.cosine_decay_schedule(opt.learning_rate, total_steps)
-    return optax.constant_schedule(opt.learning_rate)
-
-
-def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
-    """Clipping of the (device-averaged) SAM gradient, then the base optimizer.
-
-    Weight decay is not here: it is an L2 term of the loss (see steps.py).
-    """
-    opt = config.optimizer
-    schedule = learning_rate_schedule(config, total_steps)
-    parts = []
-    if opt.grad_clip_norm:
-        parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
-    if opt.name == "rmsprop":  # the official code's EfficientNet settings
-        parts.append(optax.rmsprop(schedule, decay=0.9, eps=1e-3,
-                                   momentum=opt.momentum or None))
-    else:
-        parts.append(optax.sgd(schedule, momentum=opt.momentum or None,
-                               nesterov=opt.nesterov))
-    return optax.chain(*parts)
-
-
-def initial_state(config, model, tx, image_shape) -> steps.TrainState:
-    key = jax.random.PRNGKey(config.seed)
-    variables = model.init({"params": key, "dropout": key},
-                           jnp.zeros((1,) + tuple(image_shape), jnp.float32),
-                           train=False)
-    params = variables["params"]
-    return steps.new_train_state(params, variables.get("batch_stats", {}),
-                                 tx.init(params))
-
-
 def from_pretrained(config, state: steps.TrainState, tx) -> tuple[steps.TrainState, bool]:
     """`state` (fresh, step 0) with config.pretrained's weights; see pretrained.py.
 
     Returns (state, head_kept): head_kept is False when the classifier was
-    re-initialised for another number of classes. Raises ConfigError when the
+    re-initialised for another number of classes. Raises BadInputError when the
     checkpoint cannot be read or does not fit the model.
     """
     params, batch_stats, head_kept = pretrained.load(config, state.params,
@@ -91,12 +56,6 @@ def train_step_from_config(config, model, tx, num_devices: int):
         label_smoothing=config.label_smoothing,
         skip_nonfinite=config.skip_nonfinite_steps,
         freeze_batch_norm=config.freeze_batch_norm)
-
-
-def has_checkpoint(workdir: str) -> bool:
-    """Whether `workdir` holds a saved step (looked up without writing anything)."""
-    directory = os.path.join(workdir, checkpoint.CHECKPOINT_DIR)
-    return os.path.isdir(directory) and any(d.isdigit() for d in os.listdir(directory))
 
 
 class NonFiniteError(RuntimeError):
@@ -164,7 +123,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     not fit the model) comes before anything is written. A finetuning run
     (config.pretrained.path) starts from the pretrained weights; resumed, it
     continues from its own checkpoint and does not read them again. Raises
-    `validate.ConfigError` / `data.DatasetUnavailableError` on bad input,
+    `errors.BadInputError` on bad input,
     `NonFiniteError` when the loss or gradient is not finite (unless
     config.skip_nonfinite_steps), and `preemption.Preempted` after saving a
     checkpoint on SIGTERM.
@@ -173,7 +132,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     """
     num_devices = jax.device_count()
     validate.validate_config(config, num_devices)
-    resuming = has_checkpoint(workdir)
+    resuming = checkpoint.latest_step(workdir) is not None
     if not resuming:
         validate.validate_pretrained(config)
     is_main = jax.process_index() == 0
@@ -185,7 +144,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     mesh = parallel.make_mesh()
     model = get_model(config.model.name, spec.num_classes)
-    tx = make_optimizer(config, total_steps)
+    tx = optimizers.make_optimizer(config, total_steps)
     sam_config = config.sam
     p_train_step = parallel.shard_train_step(
         train_step_from_config(config, model, tx, num_devices), mesh)
@@ -193,7 +152,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     def starting_state(finetune: bool):
         """The step-0 state, replicated, and a note on where finetuning starts."""
-        state, note = initial_state(config, model, tx, inputs.image_shape), None
+        state, note = steps.initial_state(config.seed, model, tx, inputs.image_shape), None
         if finetune:
             state, head_kept = from_pretrained(config, state, tx)
             note = (f"from pretrained {config.pretrained.path} (" +
@@ -212,7 +171,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         state, finetune_note = starting_state(True)
     manager = checkpoint.make_manager(workdir)
     start_step = int(jax.device_get(state.step))
-    results_path = os.path.join(workdir, "results.json")
+    results_path = workdir_lib.path(workdir, workdir_lib.RESULTS_FILE)
     if start_step == total_steps and os.path.exists(results_path):
         with open(results_path) as f:
             results = json.load(f)
@@ -223,7 +182,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         workdir_lib.write_config(config, workdir)
         workdir_lib.trim_metrics(workdir, start_step)
         if inputs.corrupted is not None:  # the noisy labels are part of the record
-            np.savez_compressed(os.path.join(workdir, "label_noise.npz"),
+            np.savez_compressed(workdir_lib.path(workdir, workdir_lib.LABEL_NOISE_FILE),
                                 corrupted_indices=np.flatnonzero(inputs.corrupted),
                                 noisy_labels=inputs.noisy_labels)
         print(f"{'resuming at' if start_step else 'starting'} step {start_step}"
@@ -234,7 +193,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     writer = reporting.MetricsWriter(workdir, enabled=is_main)
     progress = reporting.Progress(start_step, total_steps)
-    lr_fn = learning_rate_schedule(config, total_steps)
+    lr_fn = optimizers.learning_rate_schedule(config, total_steps)
     base_key = jax.random.PRNGKey(config.seed)
     train_batches = inputs.train_batches(start_step, total_steps)
 

@@ -2,8 +2,9 @@
 
 import os
 
+from sam_jax import _sam
 from sam_jax import data
-import sam_jax
+from sam_jax.errors import BadInputError
 from sam_jax.models import MODELS
 
 OPTIMIZER_SCHEDULES = ("cosine", "constant")
@@ -11,8 +12,9 @@ OPTIMIZERS = ("sgd", "rmsprop")
 PRETRAINED_FORMATS = ("msgpack", "orbax")  # see sam_jax/pretrained.py
 
 
-class ConfigError(ValueError):
-    """A config value that is not allowed; the message is one line."""
+# A config value that is not allowed (the message is one line); the name
+# validate.ConfigError is kept for callers of earlier releases.
+ConfigError = BadInputError
 
 
 def _check(condition: bool, message: str) -> None:
@@ -66,9 +68,9 @@ def validate_config(config, num_devices: int) -> None:
            f"label_smoothing={config.label_smoothing!r} must be in [0, 1)")
     _check(config.sam.rho >= 0, f"sam.rho={config.sam.rho!r} must be >= 0")
     _check(config.sam.eta >= 0, f"sam.eta={config.sam.eta!r} must be >= 0")
-    _check(config.sam.group_map in sam_jax.GROUP_MAPS,
+    _check(config.sam.group_map in _sam.GROUP_MAPS,
            f"unknown sam.group_map {config.sam.group_map!r}; allowed: "
-           f"{_allowed(sam_jax.GROUP_MAPS)}")
+           f"{_allowed(_sam.GROUP_MAPS)}")
     for name in ("batch_size", "eval_batch_size"):
         size = config[name]
         _check(size >= 1 and size % num_devices == 0,

@@ -1,9 +1,9 @@
-"""Markdown table of several runs' `python -m sam_jax.analyze` results side by side.
+"""Markdown table of several runs' `python -m sam_jax.analysis` results side by side.
 
     python scripts/compare_analyses.py SGD=/runs/sgd SAM=/runs/sam > compare.md
 
 Each argument is LABEL=WORKDIR; reads WORKDIR/analysis.json (written by
-`python -m sam_jax.analyze`) and prints one column per run: the loss, the
+`python -m sam_jax.analysis`) and prints one column per run: the loss, the
 top Hessian eigenvalues, m-sharpness for each m, the loss at both ends of
 the 1-D filter-normalised slice, and the highest loss on the straight path
 between the two runs (when analysed with --other_workdir).
@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
         path = os.path.join(workdir, "analysis.json")
         if not sep or not label or not os.path.isfile(path):
             print(f"error: {argument!r}: expected LABEL=WORKDIR with "
-                  "WORKDIR/analysis.json (run python -m sam_jax.analyze first)",
+                  "WORKDIR/analysis.json (run python -m sam_jax.analysis first)",
                   file=sys.stderr)
             return 2
         with open(path) as f:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from sam_jax import optimizers
 from sam_jax import data
 from sam_jax import parallel
 from sam_jax import reproduce
@@ -149,7 +150,7 @@ def test_one_sam_step_of_each_model_family(family):
         inputs = data.prepare_inputs(config)
         batch = next(data.as_numpy_iterator(inputs.train_batches(0, 1)))
     model = get_model(small_model, inputs.spec.num_classes)
-    tx = train.make_optimizer(config, total_steps=100)
+    tx = optimizers.make_optimizer(config, total_steps=100)
     params, batch_stats = quick_variables(model, inputs.image_shape)
     state = steps.new_train_state(params, batch_stats, tx.init(params))
     before = jax.tree_util.tree_map(np.asarray, (state.params, state.batch_stats))

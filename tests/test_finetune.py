@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from sam_jax import optimizers
 from sam_jax import checkpoint
 from sam_jax import data
 from sam_jax import parallel
@@ -327,8 +328,8 @@ def test_pretrained_weights_everywhere_but_a_new_head(converted_checkpoint):
     variables = pretrained.read_checkpoint(converted_checkpoint, "msgpack")  # 10 classes
     config = finetune_config(converted_checkpoint)  # CIFAR-100
     model = get_model("efficientnet_tiny", 100)
-    tx = train.make_optimizer(config, 10)
-    fresh = train.initial_state(config, model, tx, (40, 40, 3))
+    tx = optimizers.make_optimizer(config, 10)
+    fresh = steps.initial_state(config.seed, model, tx, (40, 40, 3))
     state, head_kept = train.from_pretrained(config, fresh, tx)
     assert not head_kept and int(state.step) == 0
     got, want = leaves_with_paths(state.params), leaves_with_paths(variables["params"])

@@ -21,6 +21,8 @@ import jax
 import numpy as np
 import pytest
 
+from sam_jax import optimizers
+from sam_jax import steps
 from sam_jax import checkpoint
 from sam_jax import train
 from sam_jax.models import get_model
@@ -90,7 +92,7 @@ def run(workdir, tmp_path, *extra):
 def final_state(workdir, config=None):
     config = config or get_config()
     model = get_model(config.model.name, 10)
-    target = train.initial_state(config, model, train.make_optimizer(config, 1),
+    target = steps.initial_state(config.seed, model, optimizers.make_optimizer(config, 1),
                                  (8, 8, 1))
     return checkpoint.restore_latest(str(workdir), target)
 

@@ -14,9 +14,8 @@ import time
 
 import pytest
 
-from sam_jax import reproduce  # noqa: F401  (puts experiments/ on sys.path)
-from experiments import registry  # noqa: E402
-from experiments import sweeps  # noqa: E402
+from sam_jax.reproduce import registry
+from sam_jax.reproduce import sweeps
 from sam_jax.reproduce import __main__ as cli  # noqa: E402
 from sam_jax.reproduce import collect  # noqa: E402
 from sam_jax.reproduce import launchers  # noqa: E402
@@ -151,7 +150,7 @@ def test_run_configs_accept_their_arg_and_overrides():
     (["collect", "--table=table1_cifar", "--root=/tmp/x", "--format=xml"],
      "unknown format 'xml'"),
     (["plan", "--table=table1_cifar"], "--root"),
-    (["frobnicate"], "invalid choice"),
+    (["frobnicate"], "unknown command 'frobnicate'"),
 ])
 def test_bad_input_is_one_line_and_exit_code_2(capsys, argv, message):
     code, out, err = run_cli(capsys, *argv)
@@ -213,7 +212,7 @@ def test_slurm_single_process_runs_have_no_distributed_flag(tmp_path):
     assert "#SBATCH --array=0-1%1" in script
     workdir, train, after = commands.splitlines()[1].split("\t")
     assert "--distributed" not in train and train.endswith("--config.seed=1")
-    assert after == f"python -m sam_jax.analyze --workdir={workdir} --what=hessian"
+    assert after == f"python -m sam_jax.analysis --workdir={workdir} --what=hessian"
 
 
 def run_slurm_task(tmp_path, train, signal_after=None):
@@ -270,14 +269,14 @@ def test_tpu_command():
     hessian = registry.make_run("configs/hessian.py:sgd", analyses=("hessian",))
     lines = launchers.tpu_command(hessian, "/r", "p", "z", "/repo")
     assert lines[1] == ('gcloud compute tpus tpu-vm ssh p --zone=z --worker=0 '
-                        '--command="cd /repo && python -m sam_jax.analyze '
+                        '--command="cd /repo && python -m sam_jax.analysis '
                         '--workdir=/r/hessian_sgd_seed0 --what=hessian"')
 
 
 # ------------------------------------------------------------ collect
 
 FAKE_TABLE = """
-from experiments import registry
+from sam_jax.reproduce import registry
 
 
 def get_table(seeds=None):
@@ -467,7 +466,7 @@ def test_local_launcher_records_failures_and_continues(tmp_path):
 # ------------------------------------------------------------ a real tiny run
 
 TINY_TABLE = """
-from experiments import registry
+from sam_jax.reproduce import registry
 
 def get_table(seeds=None):
     runs = registry.seeded_runs("configs/quickstart.py:sam,clean", {

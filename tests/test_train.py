@@ -15,6 +15,7 @@ import optax
 import pytest
 import tensorflow_datasets as tfds
 
+from sam_jax import optimizers
 from sam_jax import checkpoint
 from sam_jax import data
 from sam_jax import parallel
@@ -49,7 +50,7 @@ def tiny_digits_config(**overrides):
 # ------------------------------------------------------------ configs
 
 @pytest.mark.parametrize("path", sorted(
-    os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "configs", "*.py"))))
+    os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "configs", "[!_]*.py"))))
 def test_every_config_loads_and_validates(path):
     config = load_config(path)
     config.lock()
@@ -173,8 +174,8 @@ def interrupt_after(num_batches, monkeypatch):
 
 def final_params(workdir, config):
     model = get_model(config.model.name, 10)
-    tx = train.make_optimizer(config, total_steps=1)
-    target = train.initial_state(config, model, tx, (8, 8, 1))
+    tx = optimizers.make_optimizer(config, total_steps=1)
+    target = steps.initial_state(config.seed, model, tx, (8, 8, 1))
     return checkpoint.restore_latest(workdir, target).params
 
 

@@ -7,7 +7,7 @@ the timings behind these settings). Identical runs are shared between the
 tables (same workdir under the same --root).
 """
 
-from experiments import registry
+from sam_jax.reproduce import registry
 
 CONFIG = "configs/quickstart.py"
 SEEDS = 3

@@ -5,8 +5,8 @@ ResNet-32) are not comparable in level; the claim compared is the trend: SAM's
 advantage grows with the noise rate.
 """
 
-from experiments import cpu_scale
-from experiments import registry
+from .. import cpu_scale
+from sam_jax.reproduce import registry
 
 NOISE = (("clean", "clean"), ("noise20", "20% noise"), ("noise40", "40% noise"),
          ("noise60", "60% noise"), ("noise80", "80% noise"))

@@ -11,8 +11,8 @@ in the official code), so at m = 1 it normalises over a single 8x8 digit,
 do not have (the last stage there is 8x8).
 """
 
-from experiments import cpu_scale
-from experiments import registry
+from .. import cpu_scale
+from sam_jax.reproduce import registry
 
 BATCH = 128
 M_VALUES = (1, 4, 16, 64)

@@ -7,8 +7,8 @@ runs (shared workdirs). The paper searched rho in {0.01, 0.02, 0.05, 0.1,
 to the 500-image test set's resolution to rank them, hence the noisy labels.
 """
 
-from experiments import cpu_scale
-from experiments import registry
+from .. import cpu_scale
+from sam_jax.reproduce import registry
 
 RHOS = (0.0, 0.05, 0.1, 0.2, 0.5)
 NOISE = "noise40"

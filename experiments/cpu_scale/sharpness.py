@@ -10,8 +10,8 @@ same point of training (epoch 1, 1/6 of training, the end). What is compared is
 the direction: SAM ends with a smaller lambda_max than SGD.
 """
 
-from experiments import cpu_scale
-from experiments import registry
+from .. import cpu_scale
+from sam_jax.reproduce import registry
 
 EVERY_EPOCHS = 3
 EPOCHS = (1, 3, 6, 9, 12, 15)  # after epoch 1 and every 3rd epoch of 15

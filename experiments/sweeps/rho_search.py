@@ -11,7 +11,7 @@ Appendix C: rho was chosen per setting on 10% of the training set held out
 Another setting: --base_config=configs/cifar_wrn.py:cifar100,cutout,200,sam.
 """
 
-from experiments.sweeps import product
+from sam_jax.reproduce.sweeps import product
 
 CONFIG = "configs/cifar_wrn.py:cifar10,basic,200,sam"
 SEEDS = 1

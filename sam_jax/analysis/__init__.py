@@ -6,28 +6,40 @@ iterable, or one batch); the loss over a data set is the size-weighted mean of
 the batch losses. See hessian.py for the conventions, run_io.py to load a run.
 """
 
-from sam_jax.analysis.during_training import sharpness_metrics
-from sam_jax.analysis.hessian import hessian_eigenvalues
-from sam_jax.analysis.hessian import hessian_operator
-from sam_jax.analysis.hessian import hvp
-from sam_jax.analysis.hessian import lanczos
-from sam_jax.analysis.hessian import lanczos_quadrature
-from sam_jax.analysis.hessian import mean_loss
-from sam_jax.analysis.hessian import smoothed_density
-from sam_jax.analysis.hessian import spectral_density
-from sam_jax.analysis.landscape import filter_normalized_direction
-from sam_jax.analysis.landscape import interpolate
-from sam_jax.analysis.landscape import landscape_1d
-from sam_jax.analysis.landscape import landscape_2d
-from sam_jax.analysis.msharpness import ascent_perturbation
-from sam_jax.analysis.msharpness import m_sharpness
-from sam_jax.analysis.msharpness import m_sharpness_per_set
-from sam_jax.analysis.msharpness import project_to_ball
+import importlib
 
-__all__ = [
-    "ascent_perturbation", "filter_normalized_direction", "hessian_eigenvalues",
-    "hessian_operator", "hvp", "interpolate", "lanczos", "lanczos_quadrature",
-    "landscape_1d", "landscape_2d", "m_sharpness", "m_sharpness_per_set",
-    "mean_loss", "project_to_ball", "sharpness_metrics", "smoothed_density",
-    "spectral_density",
-]
+# public name -> module that defines it; imported on first use, so that
+# `python -m sam_jax.analysis --help` and argument errors need no JAX.
+_EXPORTS = {
+    "ascent_perturbation": "sam_jax.analysis.msharpness",
+    "filter_normalized_direction": "sam_jax.analysis.landscape",
+    "hessian_eigenvalues": "sam_jax.analysis.hessian",
+    "hessian_operator": "sam_jax.analysis.hessian",
+    "hvp": "sam_jax.analysis.hessian",
+    "interpolate": "sam_jax.analysis.landscape",
+    "lanczos": "sam_jax.analysis.hessian",
+    "lanczos_quadrature": "sam_jax.analysis.hessian",
+    "landscape_1d": "sam_jax.analysis.landscape",
+    "landscape_2d": "sam_jax.analysis.landscape",
+    "m_sharpness": "sam_jax.analysis.msharpness",
+    "m_sharpness_per_set": "sam_jax.analysis.msharpness",
+    "mean_loss": "sam_jax.analysis.hessian",
+    "project_to_ball": "sam_jax.analysis.msharpness",
+    "sharpness_metrics": "sam_jax.analysis.during_training",
+    "smoothed_density": "sam_jax.analysis.hessian",
+    "spectral_density": "sam_jax.analysis.hessian",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'sam_jax.analysis' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

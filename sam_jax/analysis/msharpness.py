@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import sam_jax
+from sam_jax import _sam
 from sam_jax.analysis.hessian import as_partial, batch_size
 
 
@@ -44,7 +44,7 @@ def _ascent(loss_fn, params, batch, rho, step_size, num_steps: int):
 
     zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
     clean_loss, g = jax.value_and_grad(loss_at)(zeros)
-    e = sam_jax.perturbation(g, params, rho)  # the SAM step rho g / ||g||
+    e = _sam.perturbation(g, params, rho)  # the SAM step rho g / ||g||
     best, best_e = jnp.zeros([], jnp.float32), zeros  # e = 0 is feasible
     for t in range(num_steps):
         last = t == num_steps - 1

@@ -11,25 +11,25 @@ import dataclasses
 import functools
 import json
 import os
-import sys
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
-from absl import logging
 from jax.tree_util import Partial
 
 from sam_jax import checkpoint
 from sam_jax import config_schema
 from sam_jax import data
+from sam_jax import optimizers
 from sam_jax import steps
+from sam_jax import workdir as workdir_lib
+from sam_jax.errors import BadInputError
 from sam_jax.models import get_model
 
 
-class RunError(ValueError):
-    """A workdir that cannot be analysed; the message is one line."""
+# A workdir that cannot be analysed (the message is one line): bad input.
+RunError = BadInputError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,9 +60,10 @@ def _merge(config: ml_collections.ConfigDict, values: dict) -> None:
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
     """The run's config: config.json over today's defaults (for keys added since)."""
-    path = os.path.join(workdir, "config.json")
+    path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
     if not os.path.isfile(path):
-        raise RunError(f"no config.json in {workdir!r}: not a training workdir")
+        raise RunError(f"no {workdir_lib.CONFIG_FILE} in {workdir!r}: not a training "
+                       "workdir")
     try:
         with open(path) as f:
             values = json.load(f)
@@ -73,57 +74,19 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     return config
 
 
-def _read_only_manager(directory: str) -> ocp.CheckpointManager:
-    # Read-only: analysing a run (even one still training) never creates,
-    # cleans up or moves anything in its workdir. orbax warns that read-only
-    # is read-only; that is the point, so it is not shown.
-    verbosity = logging.get_verbosity()
-    logging.set_verbosity(logging.ERROR)
-    try:
-        return ocp.CheckpointManager(
-            directory, item_handlers=ocp.PyTreeCheckpointHandler(),
-            options=ocp.CheckpointManagerOptions(read_only=True, create=False))
-    finally:
-        logging.set_verbosity(verbosity)
-
-
-def _shapes(tree) -> dict:
-    return {jax.tree_util.keystr(path): tuple(leaf.shape)
-            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
-
-
-def _mismatch(saved, target) -> str:
-    """'' if the saved params/batch_stats have the target's paths and shapes."""
-    for part in ("params", "batch_stats"):
-        have = _shapes(saved.get(part, {}))
-        want = _shapes(target[part])
-        for path, shape in want.items():
-            if path not in have:
-                return f"{part}{path} is missing"
-            if have[path] != shape:
-                return f"{part}{path} has shape {have[path]}, the model {shape}"
-        extra = sorted(set(have) - set(want))
-        if extra:
-            return f"{part}{extra[0]} is not in the model"
-    return ""
-
-
 def load_run(workdir: str) -> Run:
     """The run in `workdir` at its latest readable checkpoint; RunError if none.
 
     Restores only step, params and batch_stats (a partial restore), so the
     optimizer and bookkeeping parts of the training state may differ between
     the trainer that wrote the checkpoint and this one. The restore target is
-    the trainer's own initial state (`train.initial_state`), so a checkpoint
+    the trainer's own initial state (`steps.initial_state`), so a checkpoint
     of another model fails loudly.
     """
-    from sam_jax import train  # here: the trainer may import this package
-
     config = load_config(workdir)
-    directory = os.path.join(os.path.abspath(workdir), checkpoint.CHECKPOINT_DIR)
-    if not os.path.isdir(directory):
-        raise RunError(f"no checkpoint in {workdir!r} (no {checkpoint.CHECKPOINT_DIR}/ "
-                       f"directory)")
+    if checkpoint.latest_step(workdir) is None:
+        raise RunError(f"no checkpoint in {workdir!r} (nothing in "
+                       f"{workdir_lib.CHECKPOINT_DIR}/)")
     try:
         spec = data.get_spec(config.dataset)
         model = get_model(config.model.name, spec.num_classes)
@@ -135,40 +98,20 @@ def load_run(workdir: str) -> Run:
     if config.get("image_size"):
         image_shape = (config.image_size, config.image_size, image_shape[-1])
     # Shapes only (nothing is computed), placed on the default device.
-    state = jax.eval_shape(lambda: train.initial_state(
-        config, model, train.make_optimizer(config, 1), image_shape))
+    state = jax.eval_shape(lambda: steps.initial_state(
+        config.seed, model, optimizers.make_optimizer(config, 1), image_shape))
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree_util.tree_map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
         {"step": state.step, "params": state.params, "batch_stats": state.batch_stats})
-    args = ocp.args.PyTreeRestore(
-        target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-        partial_restore=True)
-    manager = _read_only_manager(directory)
-    problem = "no checkpoint"
     try:
-        for step in sorted(manager.all_steps(), reverse=True):
-            try:
-                metadata = manager.item_metadata(step)
-                mismatch = _mismatch(getattr(metadata, "tree", metadata), target)
-                if mismatch:  # checked first: orbax's own errors are pages long
-                    raise RunError(f"checkpoint {step} is not a {config.model.name}: "
-                                   f"{mismatch}")
-                restored = manager.restore(step, args=args)
-            except RunError:
-                raise
-            except Exception as e:  # orbax raises many types for a bad checkpoint
-                problem = (f"checkpoint {step} cannot be read "
-                           f"({type(e).__name__}: {str(e).splitlines()[0][:200]})")
-                print(f"warning: {problem}; trying the previous one", file=sys.stderr,
-                      flush=True)
-                continue
-            return Run(workdir=workdir, config=config, spec=spec, model=model,
-                       step=int(restored["step"]), params=restored["params"],
-                       batch_stats=restored["batch_stats"])
-    finally:
-        manager.close()
-    raise RunError(f"{problem} in {os.path.join(workdir, checkpoint.CHECKPOINT_DIR)}")
+        step, restored = checkpoint.restore_parts(workdir, target)
+    except checkpoint.CheckpointMismatchError as e:
+        raise RunError(str(e).replace(":", f" is not a {config.model.name}:", 1)) from e
+    except FileNotFoundError as e:
+        raise RunError(str(e)) from e
+    return Run(workdir=workdir, config=config, spec=spec, model=model, step=step,
+               params=restored["params"], batch_stats=restored["batch_stats"])
 
 
 def training_examples(config, spec: data.DatasetSpec,

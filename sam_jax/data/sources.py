@@ -16,6 +16,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from sam_jax.data import digits as _digits  # Registers `sklearn_digits`.
+from sam_jax.errors import BadInputError
 
 # Chunk size for reading a split: `as_dataset(batch_size=-1)` would be one
 # call, but under `tfds.testing.mock_data` (no metadata) it batches by
@@ -150,7 +151,7 @@ DATASETS: dict[str, DatasetSpec] = {
 _OFFLINE_BUILDABLE = frozenset({'sklearn_digits'})
 
 
-class DatasetUnavailableError(ValueError):
+class DatasetUnavailableError(BadInputError):
     """A data set is not prepared in `data_dir` and cannot be downloaded."""
 
 

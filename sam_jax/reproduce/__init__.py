@@ -1,17 +1,15 @@
 """Reproduce the paper's tables: plan, launch, collect (see __main__.py).
 
-The tables live in experiments/ at the repository root (beside configs/,
-whose paths the run commands use), which this package puts on sys.path.
+The machinery (runs, cells, tables, metrics, sweeps) is in this package; the
+tables themselves are declarations in experiments/, loaded by name through
+`sam_jax.declarations` (from a checkout or from an installed wheel alike).
 """
 
-import importlib
 import importlib.util
 import os
-import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if os.path.isdir(os.path.join(REPO, "experiments")) and REPO not in sys.path:
-    sys.path.append(REPO)
+from sam_jax import declarations
+from sam_jax.errors import BadInputError
 
 TABLES = (
     "table1_cifar", "table2_imagenet", "table3_finetuning", "table4_label_noise",
@@ -20,21 +18,32 @@ TABLES = (
     "cpu_scale.sharpness",
 )
 
-
-class UnknownTableError(ValueError):
-    """A --table or --sweep that names nothing; the message is one line."""
+# A --table or --sweep that names nothing (the name of earlier releases).
+UnknownTableError = BadInputError
 
 
 def _load_file(path: str):
-    """A Python file by path, relative to the working directory or the repository."""
-    if not os.path.isfile(path) and os.path.isfile(os.path.join(REPO, path)):
-        path = os.path.join(REPO, path)
+    """A Python file by path (relative to the working directory or to the
+    declarations, e.g. experiments/sweeps/rho_search.py)."""
     if not os.path.isfile(path):
-        raise UnknownTableError(f"no such file {path!r}")
+        for base in filter(None, (declarations.experiments_dir(),)):
+            candidate = os.path.join(os.path.dirname(base), path)
+            if path.startswith("experiments" + os.sep) and os.path.isfile(candidate):
+                path = candidate
+                break
+            candidate = os.path.join(base, path.removeprefix("experiments" + os.sep))
+            if os.path.isfile(candidate):
+                path = candidate
+                break
+    if not os.path.isfile(path):
+        raise BadInputError(f"no such file {path!r}")
     name = "reproduce_" + os.path.basename(path).removesuffix(".py")
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise BadInputError(f"{path!r} is not valid Python: {e.msg} (line {e.lineno})") from e
     return module
 
 
@@ -44,20 +53,20 @@ def load_table(name: str, seeds=None):
     if name.endswith(".py"):
         module = _load_file(name)
     elif name in TABLES:
-        module = importlib.import_module(f"experiments.{name}")
+        module = declarations.import_declaration(name)
     else:
-        raise UnknownTableError(f"unknown table {name!r}; tables: {', '.join(TABLES)}")
+        raise BadInputError(f"unknown table {name!r}; tables: {', '.join(TABLES)}")
     if not hasattr(module, "get_table"):
-        raise UnknownTableError(f"{name!r} defines no get_table()")
+        raise BadInputError(f"{name!r} defines no get_table()")
     return module.get_table(seeds=seeds)
 
 
 def load_sweep(path: str, seeds=None, base_config=None):
     """A sweep file (CONFIG, get_sweep(), optional SEEDS and METRIC) as a table."""
-    from experiments import registry
+    from sam_jax.reproduce import registry
     module = _load_file(path)
     if not hasattr(module, "get_sweep") or not hasattr(module, "CONFIG"):
-        raise UnknownTableError(f"sweep {path!r} needs CONFIG and get_sweep()")
+        raise BadInputError(f"sweep {path!r} needs CONFIG and get_sweep()")
     name = os.path.basename(path).removesuffix(".py")
     return registry.sweep_table(
         name, base_config or module.CONFIG, module.get_sweep(),

@@ -10,83 +10,110 @@ plan, launch and collect also take --sweep=FILE instead. Bad input (an unknown
 table, row or launcher) prints one line and exits with code 2.
 """
 
-import argparse
 import os
 import shlex
 import subprocess
 import sys
+import types
 
+from absl import flags
+
+from sam_jax import cli
+from sam_jax import declarations
 from sam_jax import reproduce
+from sam_jax.errors import BadInputError as BadInput
+from sam_jax.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_SOME_RUNS_NOT_DONE
 from sam_jax.reproduce import collect
 from sam_jax.reproduce import launchers
-
-EXIT_BAD_INPUT = 2
-EXIT_SOME_RUNS_NOT_DONE = 1
+from sam_jax.reproduce import registry
 
 
-class BadInput(Exception):
-    """Reported as one line, exit code 2."""
+COMMANDS = ("plan", "launch", "sweep", "collect")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2, as everywhere in sam_jax
-        raise BadInput(message)
+def _define_common(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("table", None, "table name or a .py file with get_table()",
+                        flag_values=fv)
+    flags.DEFINE_string("sweep", None, "sweep file: CONFIG and get_sweep()",
+                        flag_values=fv)
+    flags.DEFINE_string("root", None, "directory holding one workdir per run",
+                        flag_values=fv)
+    flags.DEFINE_string("rows", "", "comma-separated row keys or globs (default: all)",
+                        flag_values=fv)
+    flags.DEFINE_integer("seeds", None, "seeds per cell (default: the table's)",
+                         flag_values=fv)
+    flags.DEFINE_string("base_config", None, "a sweep's base config instead of its "
+                        "CONFIG", flag_values=fv)
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = _Parser(add_help=False)
-    what = common.add_mutually_exclusive_group()
-    what.add_argument("--table", help="table name or a .py file with get_table()")
-    what.add_argument("--sweep", help="sweep file: CONFIG and get_sweep()")
-    common.add_argument("--root", help="directory holding one workdir per run")
-    common.add_argument("--rows", default="",
-                        help="comma-separated row keys or globs (default: all)")
-    common.add_argument("--seeds", type=int, default=None,
-                        help="seeds per cell (default: the table's)")
-    common.add_argument("--base_config", default=None,
-                        help="a sweep's base config instead of its CONFIG")
+def _define_launch(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("launcher", "local", "local | slurm | tpu", flag_values=fv)
+    flags.DEFINE_bool("dry_run", False, "print what would run (slurm: the script), "
+                      "run nothing", flag_values=fv)
+    # slurm
+    flags.DEFINE_string("partition", None, "slurm partition", flag_values=fv)
+    flags.DEFINE_string("time", "24:00:00", "slurm time limit per run", flag_values=fv)
+    flags.DEFINE_integer("nodes", 1, "slurm nodes per run", flag_values=fv)
+    flags.DEFINE_integer("tasks_per_node", 1, "processes per node", flag_values=fv)
+    flags.DEFINE_integer("gpus_per_node", 8, "GPUs per node (0: none asked for)",
+                         flag_values=fv)
+    flags.DEFINE_integer("cpus_per_task", None, "CPUs per process", flag_values=fv)
+    flags.DEFINE_integer("max_parallel", None, "at most this many array tasks at once",
+                         flag_values=fv)
+    flags.DEFINE_string("setup", "", "shell before each run, e.g. 'source "
+                        ".venv/bin/activate'", flag_values=fv)
+    flags.DEFINE_multi_string("sbatch", [], "extra #SBATCH option, e.g. "
+                              "--sbatch=--account=abc", flag_values=fv)
+    # tpu
+    flags.DEFINE_string("tpu_name", "TPU_NAME", "TPU VM name", flag_values=fv)
+    flags.DEFINE_string("zone", "ZONE", "TPU zone", flag_values=fv)
+    flags.DEFINE_string("repo_dir", "~/sam_jax", "this repository's path on the TPU "
+                        "VMs", flag_values=fv)
+    flags.DEFINE_bool("execute", False, "run the gcloud commands (default: print "
+                      "them)", flag_values=fv)
 
-    launch = _Parser(add_help=False)
-    launch.add_argument("--launcher", default="local",
-                        help="local | slurm | tpu")
-    launch.add_argument("--dry_run", action="store_true",
-                        help="print what would run (slurm: the script), run nothing")
-    slurm = launch.add_argument_group("slurm")
-    slurm.add_argument("--partition", default=None)
-    slurm.add_argument("--time", default="24:00:00")
-    slurm.add_argument("--nodes", type=int, default=1)
-    slurm.add_argument("--tasks_per_node", type=int, default=1)
-    slurm.add_argument("--gpus_per_node", type=int, default=8)
-    slurm.add_argument("--cpus_per_task", type=int, default=None)
-    slurm.add_argument("--max_parallel", type=int, default=None,
-                       help="at most this many array tasks at once")
-    slurm.add_argument("--setup", default="",
-                       help="shell before each run, e.g. 'source .venv/bin/activate'")
-    slurm.add_argument("--sbatch", action="append", default=[],
-                       help="extra #SBATCH option, e.g. --sbatch=--account=abc")
-    tpu = launch.add_argument_group("tpu")
-    tpu.add_argument("--tpu_name", default="TPU_NAME")
-    tpu.add_argument("--zone", default="ZONE")
-    tpu.add_argument("--repo_dir", default="~/sam_jax",
-                     help="this repository's path on the TPU VMs")
-    tpu.add_argument("--execute", action="store_true",
-                     help="run the gcloud commands (default: print them)")
 
-    parser = _Parser(prog="python -m sam_jax.reproduce", description=__doc__,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("plan", parents=[common], help="list every run")
-    commands.add_parser("launch", parents=[common, launch], help="run the table")
-    commands.add_parser("sweep", parents=[common, launch], help="run a sweep file")
-    collect_parser = commands.add_parser("collect", parents=[common],
-                                         help="print ours next to the paper")
-    collect_parser.add_argument("--format", default="markdown",
-                                help="markdown | summary (markdown without the run list) | csv")
-    collect_parser.add_argument("--plot", default=None, help="write a PNG figure here")
-    collect_parser.add_argument("--running_window_s", type=float,
-                                default=collect.RUNNING_WINDOW_S,
-                                help="a run active this recently counts as running")
-    return parser
+def _define_collect(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("format", "markdown", "markdown | summary (markdown without "
+                        "the run list) | csv", flag_values=fv)
+    flags.DEFINE_string("plot", None, "write a PNG figure here", flag_values=fv)
+    flags.DEFINE_float("running_window_s", collect.RUNNING_WINDOW_S,
+                       "a run active this recently counts as running", flag_values=fv)
+
+
+def _flag_values(command: str) -> flags.FlagValues:
+    fv = flags.FlagValues()
+    _define_common(fv)
+    if command in ("launch", "sweep"):
+        _define_launch(fv)
+    if command == "collect":
+        _define_collect(fv)
+    return fv
+
+
+def _parse(argv) -> types.SimpleNamespace:
+    """The command and its flags; BadInput (one line) for anything else."""
+    argv = list(argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in COMMANDS:
+        raise BadInput(f"unknown command {command!r}; allowed: {', '.join(COMMANDS)} "
+                       "(the first argument)")
+    argv.remove(command)
+    fv = _flag_values(command)
+    if any(a in ("--help", "-h", "--helpfull") for a in argv):
+        print(__doc__)
+        print(fv.get_help())
+        sys.exit(0)
+    try:
+        rest = fv(["python -m sam_jax.reproduce"] + argv)
+    except flags.Error as e:
+        raise BadInput(f"{command}: {cli.one_line(e)}") from None
+    if len(rest) > 1:
+        raise BadInput(f"{command}: unexpected argument {rest[1]!r}")
+    if fv["table"].value and fv["sweep"].value:
+        raise BadInput("give --table or --sweep, not both")
+    return types.SimpleNamespace(command=command,
+                                 **{name: fv[name].value for name in fv})
 
 
 def _absolute_root(root: str) -> str:
@@ -107,15 +134,11 @@ def _load(args):
         raise BadInput("give --root=DIR, where the runs' workdirs go")
     if args.seeds is not None and args.seeds < 1:
         raise BadInput(f"--seeds={args.seeds} must be >= 1")
-    try:
-        if args.sweep:
-            table = reproduce.load_sweep(args.sweep, args.seeds, args.base_config)
-        else:
-            table = reproduce.load_table(args.table, args.seeds)
-    except reproduce.UnknownTableError as e:
-        raise BadInput(str(e)) from None
+    if args.sweep:
+        table = reproduce.load_sweep(args.sweep, args.seeds, args.base_config)
+    else:
+        table = reproduce.load_table(args.table, args.seeds)
     if args.rows:
-        from experiments import registry
         try:
             table = registry.select_rows(table, args.rows.split(","))
         except KeyError as e:
@@ -152,7 +175,8 @@ def launch(table, root, args) -> int:
         raise BadInput(f"unknown launcher {args.launcher!r}; allowed: local, slurm, tpu")
     runs = table.runs()
     if args.launcher == "local":
-        outcomes = launchers.launch_local(runs, root, reproduce.REPO, dry_run=args.dry_run)
+        outcomes = launchers.launch_local(runs, root, declarations.launch_directory(),
+                                           dry_run=args.dry_run)
         counts = {}
         for outcome in outcomes.values():
             counts[outcome] = counts.get(outcome, 0) + 1
@@ -176,7 +200,8 @@ def launch_slurm(table, root, runs, args) -> int:
     commands_path = os.path.join(slurm_dir, f"{table.name}.commands.tsv")
     script_path = os.path.join(slurm_dir, f"{table.name}.sbatch")
     script = launchers.slurm_script(f"sam-{table.name}", len(pending), commands_path,
-                                    reproduce.REPO, slurm_dir, options)
+                                    declarations.launch_directory(), slurm_dir,
+                                    options)
     commands = launchers.slurm_commands(pending, root, options)
     submit = ["sbatch", script_path]
     if args.dry_run:
@@ -226,7 +251,7 @@ def collect_command(table, root, args) -> int:
 
 def main(argv=None) -> int:
     try:
-        args = _parser().parse_args(argv)
+        args = _parse(sys.argv[1:] if argv is None else argv)
         table, root = _load(args)
         if args.command == "plan":
             return plan(table, root)
@@ -238,7 +263,7 @@ def main(argv=None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted; launch again to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

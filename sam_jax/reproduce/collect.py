@@ -17,16 +17,14 @@ import os
 import time
 from typing import Optional
 
-from experiments import registry
+from sam_jax import workdir as workdir_lib
+from sam_jax.errors import EXIT_MEANINGS, EXIT_PREEMPTED
+from sam_jax.reproduce import registry
 
 DONE, RUNNING, UNFINISHED, FAILED, MISSING = (
     "done", "running", "unfinished", "failed", "missing")
 STATUSES = (DONE, RUNNING, UNFINISHED, FAILED, MISSING)
-STATUS_FILE = "status.json"
-EXIT_PREEMPTED = 75  # sam_jax.preemption.EXIT_PREEMPTED (not imported: no JAX here)
 RUNNING_WINDOW_S = 600.0
-EXIT_MEANINGS = {2: "bad input", 3: "non-finite loss or gradient",
-                 EXIT_PREEMPTED: "preempted"}
 
 
 def _read_json(path: str) -> Optional[dict]:
@@ -44,7 +42,7 @@ def read_sharpness_records(workdir: str) -> Optional[list]:
     """
     records = []
     try:
-        with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        with open(workdir_lib.path(workdir, workdir_lib.METRICS_FILE)) as f:
             for line in f:
                 try:
                     record = json.loads(line)
@@ -59,8 +57,8 @@ def read_sharpness_records(workdir: str) -> Optional[list]:
 
 def read_outputs(workdir: str) -> dict:
     """What a run wrote: {"results", "analysis", "status", "sharpness"} for what is present."""
-    files = {"results": "results.json", "analysis": "analysis.json",
-             "status": STATUS_FILE}
+    files = {"results": workdir_lib.RESULTS_FILE, "analysis": workdir_lib.ANALYSIS_FILE,
+             "status": workdir_lib.STATUS_FILE}
     outputs = {key: _read_json(os.path.join(workdir, name)) for key, name in files.items()}
     outputs["sharpness"] = read_sharpness_records(workdir)
     return {key: value for key, value in outputs.items() if value is not None}
@@ -68,10 +66,12 @@ def read_outputs(workdir: str) -> dict:
 
 def _last_activity(workdir: str) -> Optional[float]:
     """Newest mtime among the files a live run keeps writing."""
-    paths = [os.path.join(workdir, name) for name in
-             ("metrics.jsonl", "checkpoints", STATUS_FILE, "launch.log")]
-    if os.path.isdir(os.path.join(workdir, "checkpoints")):
-        paths += [entry.path for entry in os.scandir(os.path.join(workdir, "checkpoints"))]
+    paths = [workdir_lib.path(workdir, name) for name in
+             (workdir_lib.METRICS_FILE, workdir_lib.CHECKPOINT_DIR,
+              workdir_lib.STATUS_FILE, workdir_lib.LAUNCH_LOG_FILE)]
+    checkpoints = workdir_lib.path(workdir, workdir_lib.CHECKPOINT_DIR)
+    if os.path.isdir(checkpoints):
+        paths += [entry.path for entry in os.scandir(checkpoints)]
     times = [os.path.getmtime(p) for p in paths if os.path.exists(p)]
     return max(times) if times else None
 
@@ -96,7 +96,7 @@ def run_status(run: registry.Run, root: str, now: Optional[float] = None,
         detail = f"error {100 * error:.2f}%" if error is not None else ""
         missing = [what for what in run.analyses if what not in outputs.get("analysis", {})]
         if missing:
-            detail += f"; no {', '.join(missing)} in analysis.json"
+            detail += f"; no {', '.join(missing)} in {workdir_lib.ANALYSIS_FILE}"
         return RunStatus(run.name, DONE, detail.strip("; "), outputs)
     exit_code = status_file.get("exit_code")
     if status_file.get("state") == FAILED and exit_code not in (0, EXIT_PREEMPTED):

@@ -15,21 +15,21 @@ import sys
 import time
 from typing import Callable, Optional, Sequence
 
-from experiments import registry
+from sam_jax import workdir as workdir_lib
+from sam_jax.errors import EXIT_PREEMPTED
 from sam_jax.reproduce import collect
+from sam_jax.reproduce import registry
 
-STATUS_FILE = collect.STATUS_FILE
-LOG_FILE = "launch.log"
 
 
 def write_status(workdir: str, **fields) -> None:
     """status.json: the launcher's record of a run (collect reads it)."""
     os.makedirs(workdir, exist_ok=True)
     fields.update(host=socket.gethostname(), time=time.time())
-    tmp = os.path.join(workdir, STATUS_FILE + ".tmp")
+    tmp = workdir_lib.path(workdir, workdir_lib.STATUS_FILE + ".tmp")
     with open(tmp, "w") as f:
         json.dump(fields, f, indent=2)
-    os.replace(tmp, os.path.join(workdir, STATUS_FILE))
+    os.replace(tmp, workdir_lib.path(workdir, workdir_lib.STATUS_FILE))
 
 
 def pending_analyses(run: registry.Run, root: str) -> list[str]:
@@ -39,7 +39,7 @@ def pending_analyses(run: registry.Run, root: str) -> list[str]:
 
 def is_finished(run: registry.Run, root: str) -> bool:
     """Trained (results.json) and every analysis written."""
-    return (os.path.exists(os.path.join(run.workdir(root), "results.json"))
+    return (os.path.exists(workdir_lib.path(run.workdir(root), workdir_lib.RESULTS_FILE))
             and not pending_analyses(run, root))
 
 
@@ -101,7 +101,7 @@ def launch_local(runs: Sequence[registry.Run], root: str, repo: str, *,
             if forwarder.received:
                 break
             workdir = run.workdir(root)
-            trained = os.path.exists(os.path.join(workdir, "results.json"))
+            trained = os.path.exists(workdir_lib.path(workdir, workdir_lib.RESULTS_FILE))
             analyses = pending_analyses(run, root) if trained else list(run.analyses)
             header = f"[{index + 1}/{len(runs)}] {run.name}"
             if trained and not analyses:
@@ -123,8 +123,9 @@ def launch_local(runs: Sequence[registry.Run], root: str, repo: str, *,
             code = 0
             try:
                 for argv in argvs:
-                    code = _run_logged(argv, os.path.join(workdir, LOG_FILE), repo,
-                                       forwarder, echo)
+                    code = _run_logged(
+                        argv, workdir_lib.path(workdir, workdir_lib.LAUNCH_LOG_FILE),
+                        repo, forwarder, echo)
                     if code:
                         break
             except KeyboardInterrupt:  # Ctrl-C reached the run too; it resumes later
@@ -133,13 +134,13 @@ def launch_local(runs: Sequence[registry.Run], root: str, repo: str, *,
             elapsed_s = round(time.time() - started, 1)
             if code == 0:
                 outcomes[run.name] = "done"
-            elif code == collect.EXIT_PREEMPTED:
+            elif code == EXIT_PREEMPTED:
                 outcomes[run.name] = "preempted"
             else:
                 outcomes[run.name] = "failed"
             write_status(workdir, state=outcomes[run.name], launcher="local",
                          exit_code=code, elapsed_s=elapsed_s, command=shlex.join(argv),
-                         log=os.path.join(workdir, LOG_FILE))
+                         log=workdir_lib.path(workdir, workdir_lib.LAUNCH_LOG_FILE))
             echo(f"{header}: {outcomes[run.name]} (exit code {code}, {elapsed_s:.0f} s)")
     return outcomes
 
@@ -213,13 +214,13 @@ TASK="${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"
 mkdir -p "$WORKDIR"
 write_status() {{  # state exit_code: the run's status.json, read by collect
   printf '{{"state": "%s", "exit_code": %s, "launcher": "slurm", "job": "%s"}}\\n' \\
-    "$1" "$2" "$TASK" > "$WORKDIR/status.json"
+    "$1" "$2" "$TASK" > "$WORKDIR/{workdir_lib.STATUS_FILE}"
 }}
 
 STATUS=0
-if [[ ! -f "$WORKDIR/results.json" ]]; then
+if [[ ! -f "$WORKDIR/{workdir_lib.RESULTS_FILE}" ]]; then
   # SIGTERM (preemption, or the time limit soon) goes to the run, which saves a
-  # checkpoint and exits 75; the task is then requeued and resumes.
+  # checkpoint and exits {EXIT_PREEMPTED}; the task is then requeued and resumes.
   TERMINATING=0
   forward_term() {{ TERMINATING=1; [[ -n "${{CHILD:-}}" ]] && kill -TERM "$CHILD" 2>/dev/null; }}
   trap forward_term TERM
@@ -235,8 +236,8 @@ if [[ ! -f "$WORKDIR/results.json" ]]; then
   done
 fi
 
-if (( STATUS == 75 )); then
-  write_status preempted 75
+if (( STATUS == {EXIT_PREEMPTED} )); then
+  write_status preempted {EXIT_PREEMPTED}
   echo "preempted: requeueing $TASK"
   scontrol requeue "$TASK"
 elif (( STATUS != 0 )); then

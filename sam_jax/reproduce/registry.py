@@ -36,7 +36,7 @@ class Run:
 
     `seed_keys` are the config keys that take the seed (the label-noise tables
     also draw a new noisy label set per seed). `analyses` name the
-    `python -m sam_jax.analyze --what=...` steps that follow training.
+    `python -m sam_jax.analysis --what=...` steps that follow training.
     """
     config: str  # "configs/cifar_wrn.py:cifar10,basic,200,sam"
     overrides: Overrides = ()
@@ -75,7 +75,7 @@ class Run:
         return shlex.join(self.argv(root))
 
     def analysis_argvs(self, root: str, python: str = "python") -> list[list[str]]:
-        return [[python, "-m", "sam_jax.analyze", f"--workdir={self.workdir(root)}",
+        return [[python, "-m", "sam_jax.analysis", f"--workdir={self.workdir(root)}",
                  f"--what={what}"] for what in self.analyses]
 
 
@@ -166,7 +166,7 @@ def sharpness_metric(epoch: int, quantity: str) -> Metric:
 
     Read from metrics.jsonl's "sharpness" records (`config.sharpness`, logged
     during training) and from analysis.json's "hessian" section (`python -m
-    sam_jax.analyze --what=hessian`: one record of the latest checkpoint, or a
+    sam_jax.analysis --what=hessian`: one record of the latest checkpoint, or a
     list / dict of records). A record names its "epoch" or its "step"
     (converted with results.json's steps / epochs) and has "top_eigenvalues"
     (largest first) or "lambda_max" and "lambda_max_over_lambda_5".

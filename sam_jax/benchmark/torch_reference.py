@@ -1,4 +1,4 @@
-"""The PyTorch side of `benchmark.py`: the WideResNet and the two-step SAM users run.
+"""The PyTorch side of the benchmark: the WideResNet and the two-step SAM users run.
 
 `SAM` follows the widely used PyTorch wrapper (github.com/davda54/sam, MIT):
 `first_step` saves w and moves to w + rho * g / ||g||, `second_step` restores w

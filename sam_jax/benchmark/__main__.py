@@ -1,0 +1,202 @@
+"""Speed and memory of sam_jax's SAM step, each case a ratio measured side by side.
+
+  python -m sam_jax.benchmark --json_out=experiments/benchmarks/results.json \
+      --md_out=experiments/benchmarks/results.md
+
+Cases (--cases picks some; the default set unless named):
+  sam_vs_sgd      SAM step time / SGD step time, same model and batch    <= 2.0
+  sam_vs_optax    sam_jax SAM step / optax.contrib.sam step (opaque)     <= 1.0
+  sam_vs_torch    sam_jax SAM images/s / PyTorch two-step SAM images/s   >= 1.0
+  input_pipeline  input pipeline images/s / SAM step images/s            >= 3.0
+  memory          (SAM peak - SGD peak) / parameter bytes, from XLA      <= 1.1
+  compile_time    SAM compile time / SGD compile time                    (none)
+  m_sharpness     SAM step with m = per-device batch / 8 / with m = it   (none)
+  conv_weight_grad  weight gradient of WRN's first 3x3 conv layer: sam_jax's
+                  (models/conv.py) / lax's default                       (none)
+  conv_vs_torch   that layer's forward, and forward + both gradients:
+                  sam_jax / torch (not in the default set)               (none)
+  m_sharpness_sequential  the same with group_map "sequential" (not default)
+
+How it measures: see harness.py. `--quick` shrinks everything for the smoke
+test. Bad flags and setups the chosen cases cannot run stop with one line and
+exit code 2 before anything is built or written.
+"""
+
+import dataclasses
+import datetime
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import flags  # noqa: E402  (after the environment is set)
+
+from sam_jax import cli  # noqa: E402
+from sam_jax.errors import BadInputError  # noqa: E402
+
+_CASES = flags.DEFINE_list("cases", None, "comma-separated cases (default: the "
+                           "default set; see the module docstring)")
+_REPEATS = flags.DEFINE_integer("repeats", None, "timed rounds per workload "
+                                "(default 5; 2 with --quick)")
+_WARMUP = flags.DEFINE_integer("warmup", 1, "untimed calls of each workload before "
+                               "timing")
+_QUICK = flags.DEFINE_bool("quick", False, "tiny models and batches (the smoke test)")
+_MAIN = flags.DEFINE_string("main", None, "MODEL:BATCH, the setup of every case "
+                            "(default wrn16_4:128; wrn10_1:16 with --quick)")
+_LARGE = flags.DEFINE_string("large", None, "MODEL:BATCH, the second setup of "
+                             "sam_vs_sgd and memory (default wrn28_10:16; wrn10_2:8 "
+                             "with --quick)")
+_JSON_OUT = flags.DEFINE_string("json_out", None, "write the results here")
+_MD_OUT = flags.DEFINE_string("md_out", None, "write a markdown report here")
+
+
+def _check_output_path(flag: str, path):
+    """An output file's directory must exist or be creatable, and be writable:
+    checked before the (long) run, not after it."""
+    if path is None:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        if os.path.isdir(path):
+            raise IsADirectoryError(path)
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        raise BadInputError(f"--{flag}={path!r}: cannot write there ({e})") from None
+
+
+def check_setup(key: str, setup, case_names: list, device_count: int) -> None:
+    """Rejects, before anything is built, a setup the chosen cases cannot run."""
+    from sam_jax.benchmark import cases
+    from sam_jax.models import MODELS
+
+    flag = f"--{key}={setup.model_name}:{setup.batch_size}"
+    if setup.model_name not in MODELS:
+        raise BadInputError(f"{flag}: unknown model {setup.model_name!r}; allowed: "
+                            f"{', '.join(sorted(MODELS))}")
+    if setup.batch_size <= 0 or setup.batch_size % device_count:
+        raise BadInputError(f"{flag}: the batch must be a positive multiple of the "
+                            f"device count {device_count}")
+    if key != "main":
+        return
+    per_device_batch = setup.batch_size // device_count
+    if ({"m_sharpness", "m_sharpness_sequential"} & set(case_names)
+            and per_device_batch % cases.GROUPS_PER_DEVICE):
+        raise BadInputError(
+            f"{flag}: m-sharpness splits the per-device batch {per_device_batch} into "
+            f"{cases.GROUPS_PER_DEVICE} groups; it must be a multiple of "
+            f"{cases.GROUPS_PER_DEVICE}")
+    if ({"sam_vs_torch"} & set(case_names)
+            and not re.fullmatch(r"wrn\d+_\d+", setup.model_name)):
+        raise BadInputError(f"{flag}: sam_vs_torch needs a WideResNet (wrnDEPTH_WIDTH, "
+                            "as in sam_jax/benchmark/torch_reference.py)")
+
+
+def _settings(case_names):
+    import jax
+    from sam_jax.benchmark import cases
+    from sam_jax.benchmark import workloads as wl
+
+    settings = cases.QUICK if _QUICK.value else cases.FULL
+    for key, value in (("main", _MAIN.value), ("large", _LARGE.value)):
+        if value is not None:
+            model_name, _, batch_size = value.partition(":")
+            if not batch_size.isdigit():
+                raise BadInputError(f"--{key}={value!r}: expected MODEL:BATCH")
+            settings = dataclasses.replace(
+                settings, **{key: wl.Setup(model_name, int(batch_size))})
+    for key in ("main", "large"):
+        check_setup(key, getattr(settings, key), case_names, jax.device_count())
+    return settings
+
+
+def main(argv) -> int:
+    if len(argv) > 1:
+        raise BadInputError(f"unexpected argument {argv[1]!r}")
+    from sam_jax.benchmark import cases
+    case_names = list(_CASES.value or cases.DEFAULT_CASES)
+    unknown = [c for c in case_names if c not in cases.CASES]
+    if unknown:
+        raise BadInputError(f"unknown case(s) {', '.join(unknown)}; allowed: "
+                            f"{', '.join(cases.CASES)}")
+    repeats = _REPEATS.value if _REPEATS.value is not None else (2 if _QUICK.value else 5)
+    if repeats < 1 or _WARMUP.value < 0:
+        raise BadInputError("--repeats must be >= 1 and --warmup >= 0")
+    _check_output_path("json_out", _JSON_OUT.value)
+    _check_output_path("md_out", _MD_OUT.value)
+    settings = _settings(case_names)
+    run(case_names, settings, repeats, _WARMUP.value, _QUICK.value, argv_for_record(),
+        _JSON_OUT.value, _MD_OUT.value)
+    return 0
+
+
+def argv_for_record() -> str:
+    return " ".join(["python", "-m", "sam_jax.benchmark"] + sys.argv[1:])
+
+
+def run(case_names, settings, repeats, warmup, quick, command, json_out, md_out) -> dict:
+    from sam_jax import parallel
+    from sam_jax.benchmark import cases
+    from sam_jax.benchmark import report as report_lib
+    from sam_jax.benchmark import workloads as wl
+
+    started = time.perf_counter()
+    log = lambda message: print(f"[{time.perf_counter() - started:7.1f} s] {message}",
+                                flush=True)
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    # XLA's CPU client runs one thread per usable core; torch gets as many.
+    num_threads = len(os.sched_getaffinity(0))
+    mesh = parallel.make_mesh()
+    wanted = cases.wanted_workloads(case_names)
+    measured = cases.Measured(settings, mesh, {}, {}, {})
+    for key in ("main", "large"):
+        if wanted[key]:
+            setup = getattr(settings, key)
+            log(f"setup {key}: {setup.label}")
+            (measured.timings[key], measured.compiled[key],
+             measured.notes[key]) = cases.run_setup(
+                setup, wanted[key], settings, mesh, repeats, warmup, num_threads, log)
+    rows = [row for name in case_names
+            for row in cases.CASES[name].rows(cases.CASES[name], measured)]
+    report = {
+        "command": command,
+        "finished_utc": datetime.datetime.now(datetime.timezone.utc).strftime(
+            "%Y-%m-%d %H:%M"),
+        "machine": report_lib.machine_info(num_threads),
+        "load_average": {"start": load_start,
+                         "end": [round(x, 2) for x in os.getloadavg()]},
+        "versions": report_lib.versions(),
+        "settings": {"repeats": repeats, "warmup": warmup, "quick": quick,
+                     "cases": case_names, "main": dataclasses.asdict(settings.main),
+                     "large": dataclasses.asdict(settings.large),
+                     "pipeline_examples": settings.pipeline_examples,
+                     "pipeline_batches_per_call": settings.pipeline_batches_per_call,
+                     "pipeline_augmentation": wl.PIPELINE_AUGMENTATION,
+                     "compiler_options": settings.compiler_options},
+        "cases": rows,
+        "timings": {getattr(settings, key).label: by_name
+                    for key, by_name in measured.timings.items() if by_name},
+        "notes": {getattr(settings, key).label: by_key
+                  for key, by_key in measured.notes.items() if by_key},
+        "seconds_total": time.perf_counter() - started,
+    }
+    print()
+    print(report_lib.markdown_table(rows))
+    if json_out:
+        os.makedirs(os.path.dirname(os.path.abspath(json_out)), exist_ok=True)
+        with open(json_out, "w") as f:
+            json.dump(report, f, indent=2)
+    if md_out:
+        os.makedirs(os.path.dirname(os.path.abspath(md_out)), exist_ok=True)
+        with open(md_out, "w") as f:
+            f.write(report_lib.markdown_report(report))
+    return report
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,294 @@
+"""The benchmark's cases: what each needs timed, and the ratios it reports.
+
+A case names the workloads it needs in each setup ("main": every case;
+"large": a second, bigger model) and turns what was measured into rows (see
+harness.case_row). Workloads are built and timed once per setup, so cases
+that share one (most share the SAM step) share its timings.
+"""
+
+import dataclasses
+import statistics
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from sam_jax import parallel
+from sam_jax.benchmark import harness
+from sam_jax.benchmark import workloads as wl
+from sam_jax.models import conv as conv_module
+
+# m-sharpness case: m = per-device batch / this.
+GROUPS_PER_DEVICE = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    main: wl.Setup  # every case
+    large: wl.Setup  # sam_vs_sgd and memory, too
+    pipeline_examples: int
+    pipeline_batches_per_call: int
+    conv_channels: int  # conv_weight_grad: a 3x3 layer, this many in and out, 32x32
+    # XLA compile options of every step (None: XLA's defaults, what users get).
+    compiler_options: Optional[dict] = None
+
+
+FULL = Settings(main=wl.Setup("wrn16_4", 128), large=wl.Setup("wrn28_10", 16),
+                pipeline_examples=wl.CIFAR10_TRAIN_EXAMPLES, pipeline_batches_per_call=20,
+                conv_channels=64)
+# The smoke test's: its numbers only show that every case runs. Backend
+# optimisation level 0 halves XLA:CPU's compile time, which dominates it.
+QUICK = Settings(main=wl.Setup("wrn10_1", 16), large=wl.Setup("wrn10_2", 8),
+                 pipeline_examples=256, pipeline_batches_per_call=4, conv_channels=64,
+                 compiler_options={"xla_backend_optimization_level": 0})
+
+
+@dataclasses.dataclass
+class Measured:
+    """What run_setup measured, per setup key ("main", "large")."""
+    settings: Settings
+    mesh: object
+    timings: dict  # key -> workload name -> harness.summarise(...)
+    compiled: dict  # key -> step name -> workloads.CompiledStep
+    notes: dict  # key -> note name -> value
+
+    def setup(self, key: str) -> wl.Setup:
+        return getattr(self.settings, key)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    name: str
+    needs: dict  # setup key -> workload names ("compiled_X": compiled, not timed)
+    rows: Callable[["Case", Measured], list]
+    default: bool = True  # in the default set (the others cost much on CPU)
+
+
+# ------------------------------------------------------------------ building
+
+def step_configs(setup: wl.Setup, mesh) -> dict:
+    """Every sam_jax step a case may time, by name."""
+    m = setup.batch_size // mesh.size // GROUPS_PER_DEVICE
+    return {"sam": wl.setup_config(setup, "sam"), "sgd": wl.setup_config(setup, "sgd"),
+            "sam_m_div8": wl.setup_config(setup, "sam", m),
+            "sam_m_div8_sequential": wl.setup_config(setup, "sam", m, "sequential")}
+
+
+def time_compiles(config_by_name: dict, mesh, batch_numpy, repeats: int,
+                  compiler_options: Optional[dict]) -> dict:
+    """name -> seconds of each fresh trace + lower + compile, interleaved."""
+    names = list(config_by_name)
+    seconds = {name: [] for name in names}
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            step = wl.compile_sam_jax_step(config_by_name[name], mesh, batch_numpy,
+                                           compiler_options)
+            seconds[name].append(step.compile_seconds)
+    return seconds
+
+
+def run_setup(setup: wl.Setup, wanted: set, settings: Settings, mesh, repeats: int,
+              warmup: int, num_threads: int, log) -> tuple[dict, dict, dict]:
+    """Builds and times the workloads `wanted` of one setup.
+
+    Returns (timings name -> summary, compiled name -> CompiledStep, notes).
+    """
+    batch_numpy = wl.random_batch(setup)
+    batch = parallel.global_batch(mesh, batch_numpy)
+    compiled, workloads, notes = {}, {}, {}
+    configs = step_configs(setup, mesh)
+    for name in configs:
+        if name in wanted or f"compiled_{name}" in wanted:
+            log(f"  compiling {name} ({setup.label})")
+            compiled[name] = wl.compile_sam_jax_step(configs[name], mesh, batch_numpy,
+                                                     settings.compiler_options)
+            if name in wanted:
+                workloads[name] = wl.JaxStepWorkload(compiled[name], setup.batch_size,
+                                                     wl.sam_jax_state_is_finite)
+    if "optax_sam" in wanted or "compiled_optax_sam" in wanted:
+        log(f"  compiling optax_sam ({setup.label})")
+        compiled["optax_sam"] = wl.compile_optax_contrib_sam_step(
+            configs["sam"], batch, settings.compiler_options)
+    if "optax_sam" in wanted:
+        workloads["optax_sam"] = wl.JaxStepWorkload(
+            compiled["optax_sam"], setup.batch_size, wl.optax_state_is_finite)
+    if "torch_sam" in wanted:
+        try:
+            workloads["torch_sam"] = wl.TorchSamWorkload(configs["sam"], batch_numpy,
+                                                         num_threads)
+            notes["torch_threads"] = workloads["torch_sam"].torch.get_num_threads()
+            notes["torch_parameters"] = workloads["torch_sam"].parameter_count
+        except ImportError as error:
+            notes["torch_skipped"] = (f"torch is not importable ({error}); "
+                                      "pip install torch to run this case")
+            log(f"  skipping torch_sam: {notes['torch_skipped']}")
+    if "input_pipeline" in wanted:
+        workloads["input_pipeline"] = wl.PipelineWorkload(
+            settings.pipeline_examples, setup.batch_size,
+            settings.pipeline_batches_per_call)
+    if "conv_weight_grad" in wanted:
+        for name, conv_fn in (("conv_wgrad_sam_jax", conv_module.conv_general_dilated),
+                              ("conv_wgrad_lax", jax.lax.conv_general_dilated)):
+            workloads[name] = wl.ConvWeightGradWorkload(conv_fn, setup.batch_size,
+                                                        settings.conv_channels)
+        notes["conv_weight_grad_max_abs_difference"] = float(jnp.max(jnp.abs(
+            workloads["conv_wgrad_sam_jax"].result - workloads["conv_wgrad_lax"].result)))
+    if "conv_vs_torch" in wanted:
+        try:
+            workloads.update({
+                f"conv_{'fwdbwd' if backward else 'fwd'}_{framework}":
+                    wl.ConvLayerWorkload(framework, backward, setup.batch_size,
+                                         settings.conv_channels, num_threads)
+                for framework in ("jax", "torch") for backward in (False, True)})
+        except ImportError as error:  # none of the four is timed
+            notes["conv_torch_skipped"] = f"torch is not importable ({error})"
+    if "compile_time" in wanted:
+        log(f"  timing {repeats} fresh compiles of sam and sgd ({setup.label})")
+        notes["compile_seconds"] = time_compiles(
+            {"sam": configs["sam"], "sgd": configs["sgd"]}, mesh, batch_numpy, repeats,
+            settings.compiler_options)
+    timings = {}
+    if workloads:
+        log(f"  timing {', '.join(workloads)} ({setup.label}): {warmup} warm-up + "
+            f"{repeats} rounds")
+        seconds = harness.time_round_robin(workloads, repeats, warmup, log)
+        for name, workload in workloads.items():
+            timings[name] = harness.summarise(seconds[name], workload.examples_per_call)
+            timings[name]["all_steps_finite"] = workload.finite()
+    return timings, compiled, notes
+
+
+# --------------------------------------------------------------------- rows
+
+def _time_ratio(case, m: Measured, key, measure, numerator, denominator, target=None):
+    a, b = m.timings[key][numerator], m.timings[key][denominator]
+    return harness.case_row(case.name, m.setup(key).label, measure, a["median_s"],
+                            b["median_s"], target, unit="s",
+                            round_ratios=harness.round_ratio_range(a, b, throughput=False))
+
+
+def _throughput_ratio(case, m: Measured, measure, numerator, denominator, target,
+                      **details):
+    a, b = m.timings["main"][numerator], m.timings["main"][denominator]
+    return harness.case_row(case.name, m.setup("main").label, measure,
+                            a["images_per_s"], b["images_per_s"], target,
+                            unit="images/s",
+                            round_ratios=harness.round_ratio_range(a, b, throughput=True),
+                            **details)
+
+
+def _sam_vs_sgd(case, m):
+    return [_time_ratio(case, m, key, "SAM step s / SGD step s", "sam", "sgd",
+                        ("<=", 2.0)) for key in ("main", "large")]
+
+
+def _sam_vs_optax(case, m):
+    return [_time_ratio(case, m, "main", "sam_jax SAM step s / optax.contrib.sam step s",
+                        "sam", "optax_sam", ("<=", 1.0))]
+
+
+def _sam_vs_torch(case, m):
+    measure = "sam_jax SAM images/s / PyTorch SAM images/s"
+    if "torch_sam" not in m.timings["main"]:
+        return [harness.skipped_row(case.name, m.setup("main").label, measure,
+                                    m.notes["main"]["torch_skipped"])]
+    return [_throughput_ratio(case, m, measure, "sam", "torch_sam", (">=", 1.0),
+                              torch_threads=m.notes["main"]["torch_threads"])]
+
+
+def _input_pipeline(case, m):
+    return [_throughput_ratio(
+        case, m, f"pipeline ({wl.PIPELINE_AUGMENTATION}) images/s / SAM step images/s",
+        "input_pipeline", "sam", (">=", 3.0))]
+
+
+def _memory(case, m):
+    rows = []
+    for key in ("main", "large"):
+        compiled = m.compiled[key]
+        sgd_memory = harness.memory_stats(compiled["sgd"].compiled)
+        param_bytes = compiled["sam"].parameter_bytes
+        # optax.contrib.sam's step, for reference: what XLA makes of the same
+        # two passes written the plain way.
+        for name, target in (("sam", ("<=", 1.1)), ("optax_sam", None)):
+            sam_memory = harness.memory_stats(compiled[name].compiled)
+            label = "SAM" if name == "sam" else "optax.contrib.sam"
+            rows.append(harness.case_row(
+                case.name, m.setup(key).label,
+                f"({label} peak - SGD peak) / parameter bytes",
+                sam_memory["peak"] - sgd_memory["peak"], param_bytes, target,
+                unit="bytes", sam=sam_memory, sgd=sgd_memory))
+    return rows
+
+
+def _compile_time(case, m):
+    seconds = m.notes["main"]["compile_seconds"]
+    return [harness.case_row(
+        case.name, m.setup("main").label, "SAM compile s / SGD compile s",
+        statistics.median(seconds["sam"]), statistics.median(seconds["sgd"]),
+        unit="s", seconds=seconds)]
+
+
+def _m_sharpness(group_map: str):
+    def rows(case, m):
+        per_device_batch = m.setup("main").batch_size // m.mesh.size
+        name = "sam_m_div8" if group_map == "vmap" else "sam_m_div8_sequential"
+        return [_time_ratio(
+            case, m, "main", f"SAM step s, m = {per_device_batch // GROUPS_PER_DEVICE} "
+            f"(group_map {group_map}) / m = {per_device_batch}", name, "sam")]
+    return rows
+
+
+def _conv_weight_grad(case, m):
+    a, b = m.timings["main"]["conv_wgrad_sam_jax"], m.timings["main"]["conv_wgrad_lax"]
+    channels = m.settings.conv_channels
+    return [harness.case_row(
+        case.name, m.setup("main").label,
+        f"3x3 conv {channels}->{channels} at 32x32, weight gradient s: sam_jax / lax",
+        a["median_s"], b["median_s"], unit="s",
+        round_ratios=harness.round_ratio_range(a, b, throughput=False),
+        max_abs_difference=m.notes["main"]["conv_weight_grad_max_abs_difference"])]
+
+
+def _conv_vs_torch(case, m):
+    rows = []
+    channels = m.settings.conv_channels
+    for pass_name, label in (("fwd", "forward"),
+                             ("fwdbwd", "forward + input and weight gradients")):
+        measure = f"3x3 conv {channels}->{channels} at 32x32, {label} s: sam_jax / torch"
+        if "conv_torch_skipped" in m.notes["main"]:
+            rows.append(harness.skipped_row(case.name, m.setup("main").label, measure,
+                                            m.notes["main"]["conv_torch_skipped"]))
+        else:
+            rows.append(_time_ratio(case, m, "main", measure, f"conv_{pass_name}_jax",
+                                    f"conv_{pass_name}_torch"))
+    return rows
+
+
+CASES = {case.name: case for case in [
+    # target: SAM step s / SGD step s <= 2.0 (the two-pass floor)
+    Case("sam_vs_sgd", {"main": {"sam", "sgd"}, "large": {"sam", "sgd"}}, _sam_vs_sgd),
+    Case("sam_vs_optax", {"main": {"sam", "optax_sam"}}, _sam_vs_optax),
+    Case("sam_vs_torch", {"main": {"sam", "torch_sam"}}, _sam_vs_torch),
+    Case("input_pipeline", {"main": {"sam", "input_pipeline"}}, _input_pipeline),
+    Case("memory", {key: {"compiled_sam", "compiled_sgd", "compiled_optax_sam"}
+                    for key in ("main", "large")}, _memory),
+    Case("compile_time", {"main": {"compile_time"}}, _compile_time),
+    Case("m_sharpness", {"main": {"sam", "sam_m_div8"}}, _m_sharpness("vmap")),
+    Case("conv_weight_grad", {"main": {"conv_weight_grad"}}, _conv_weight_grad),
+    # Not run by default: on CPU they cost several SAM steps per round.
+    Case("m_sharpness_sequential", {"main": {"sam", "sam_m_div8_sequential"}},
+         _m_sharpness("sequential"), default=False),
+    Case("conv_vs_torch", {"main": {"conv_vs_torch"}}, _conv_vs_torch, default=False),
+]}
+DEFAULT_CASES = tuple(name for name, case in CASES.items() if case.default)
+
+
+def wanted_workloads(case_names: list) -> dict:
+    """'main' / 'large' -> names of the workloads (or compiled steps) needed."""
+    wanted = {"main": set(), "large": set()}
+    for name in case_names:
+        for key, needs in CASES[name].needs.items():
+            wanted[key] |= needs
+    return wanted
