@@ -12,9 +12,15 @@ import importlib
 # `python -m sam_jax.analysis --help` and argument errors need no JAX.
 _EXPORTS = {
     "ascent_perturbation": "sam_jax.analysis.msharpness",
+    "edge_of_stability": "sam_jax.analysis.stability",
+    "feature_rank": "sam_jax.analysis.features",
+    "features_and_logits": "sam_jax.analysis.features",
     "filter_normalized_direction": "sam_jax.analysis.landscape",
+    "gd_edge": "sam_jax.analysis.stability",
+    "gradient_norm": "sam_jax.analysis.stability",
     "hessian_eigenvalues": "sam_jax.analysis.hessian",
     "hessian_operator": "sam_jax.analysis.hessian",
+    "hutchinson_trace": "sam_jax.analysis.hessian_trace",
     "hvp": "sam_jax.analysis.hessian",
     "interpolate": "sam_jax.analysis.landscape",
     "lanczos": "sam_jax.analysis.hessian",
@@ -24,10 +30,14 @@ _EXPORTS = {
     "m_sharpness": "sam_jax.analysis.msharpness",
     "m_sharpness_per_set": "sam_jax.analysis.msharpness",
     "mean_loss": "sam_jax.analysis.hessian",
+    "penultimate_features": "sam_jax.analysis.features",
+    "perturbation_share": "sam_jax.analysis.perturbation_share",
     "project_to_ball": "sam_jax.analysis.msharpness",
+    "sam_edge": "sam_jax.analysis.stability",
     "sharpness_metrics": "sam_jax.analysis.during_training",
     "smoothed_density": "sam_jax.analysis.hessian",
     "spectral_density": "sam_jax.analysis.hessian",
+    "usam_edge": "sam_jax.analysis.stability",
 }
 
 __all__ = sorted(_EXPORTS)
