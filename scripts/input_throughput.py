@@ -53,8 +53,9 @@ def _cifar10_spec():
 
 def _device_workload(images, labels, spec, batch_size, augmentation, seed):
     """() -> time for `count` batches starting where the last call ended."""
-    step_fn = jax.jit(device_pipeline.train_batch,
-                      static_argnames=device_pipeline.TRAIN_BATCH_STATIC_ARGNAMES)
+    step_fn = jax.jit(
+        device_pipeline.train_batch,
+        static_argnames=device_pipeline.TRAIN_BATCH_STATIC_ARGNAMES)
     images, labels = jax.device_put(images), jax.device_put(labels)
     num_examples = images.shape[0]
     steps_per_epoch = device_pipeline.steps_per_epoch(num_examples, batch_size)
@@ -172,9 +173,9 @@ def main(argv=None):
         tfdata = (f"{r['tfdata_images_per_s']:9.0f}"
                   if r['tfdata_images_per_s'] else '      n/a')
         ratio = f"{r['ratio']:.2f}x" if r['ratio'] else 'n/a'
-        print(f"batch {r['batch_size']:4d}: device {r['device_images_per_s']:9.0f}"
-              f' images/s, tf.data {tfdata} images/s, device / tf.data '
-              f'{ratio}')
+        print(f"batch {r['batch_size']:4d}: device "
+              f"{r['device_images_per_s']:9.0f} images/s, tf.data {tfdata} "
+              f'images/s, device / tf.data {ratio}')
         print(f"  per round: device {[round(x) for x in r['device_rounds']]}"
               + (f", tf.data {[round(x) for x in r['tfdata_rounds']]}"
                  if r['tfdata_rounds'] else ''))

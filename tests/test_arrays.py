@@ -100,10 +100,23 @@ batch = jax.jit(device_pipeline.train_batch,
 assert batch['image'].shape == (32, 8, 8, 1)
 list(device_pipeline.eval_batches(images, labels, spec=Spec(),
                                   global_batch_size=100))
+arrays.DEBIAN_FASHION_MNIST_DIR = sys.argv[3] + '/no_debian'
 try:
     arrays.fashion_mnist_source(data_dir=sys.argv[3])
+    raise AssertionError('found a Fashion-MNIST source in an empty directory')
 except sam_jax.data.DatasetUnavailableError:
     pass
+if sys.argv[1] == 'blocked':
+    # A tfds-prepared copy but no tfds: a one-line unavailable error.
+    import os
+    os.makedirs(sys.argv[3] + '/fashion_mnist/3.0.1')
+    open(sys.argv[3] + '/fashion_mnist/3.0.1/dataset_info.json', 'w').close()
+    try:
+        arrays.load_split_arrays('fashion_mnist', 'test', data_dir=sys.argv[3])
+        raise AssertionError('read a tfds copy without tfds')
+    except sam_jax.data.DatasetUnavailableError as error:
+        assert 'apt-get install -y dataset-fashion-mnist' in str(error)
+        assert '\n' not in str(error)
 loaded = sorted(m for m, v in sys.modules.items()
                 if v is not None and m.split('.')[0] in (
                     'tensorflow', 'tensorflow_datasets', 'keras'))
@@ -230,7 +243,8 @@ def test_fashion_mnist_from_explicit_dir(fashion_dir, no_default_sources):
     # First 90% of the 20 training examples train, the last 2 evaluate.
     assert train[:, 0, 0, 0].tolist() == list(range(18))
     assert held_out[:, 0, 0, 0].tolist() == [18, 19]
-    np.testing.assert_array_equal(held_out_labels, fixture_split('train')[1][18:])
+    np.testing.assert_array_equal(held_out_labels,
+                                  fixture_split('train')[1][18:])
 
 
 def test_fashion_mnist_default_order_is_tfds_hash_order(fashion_dir,
@@ -449,3 +463,27 @@ def test_idx_arrays_equal_a_tfds_prepared_copy():
                                        fashion_mnist_dir=FASHION_DIR)
         np.testing.assert_array_equal(got[0], expected[0])
         np.testing.assert_array_equal(got[1], expected[1])
+
+
+def test_data_package_still_exports_its_names():
+    """The lazy sam_jax.data resolves every name it imported eagerly before."""
+    pytest.importorskip('tensorflow_datasets')
+    from sam_jax import data
+    before = (
+        'augment_for_training cutout normalize preprocess_for_eval '
+        'random_crop_with_reflect_padding random_flip_left_right '
+        'TRAINING_AUGMENTATIONS SklearnDigits ImageFolderSource '
+        'open_image_folder STREAMING_AUGMENTATIONS symmetric_label_noise '
+        'as_numpy_iterator RunInputs prepare_inputs eval_batches '
+        'num_eval_batches steps_per_epoch train_dataset DATASETS DatasetSpec '
+        'DatasetUnavailableError get_spec load_split train_and_eval_splits '
+        'open_source split_size streaming_eval_batches '
+        'streaming_train_dataset TfdsSource').split()
+    assert sorted(data.__all__) == sorted(before)
+    for name in before:
+        getattr(data, name)  # Raises if the name does not resolve.
+    # Submodules as attributes, as with the eager imports.
+    assert data.pipeline.train_dataset is data.train_dataset
+    assert data.augment.cutout is data.cutout
+    with pytest.raises(AttributeError, match='no attribute'):
+        data.no_such_name

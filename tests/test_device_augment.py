@@ -293,7 +293,8 @@ def test_augment_py_outputs_are_outputs_of_the_numpy_model(name):
     for seed in range(6):
         tf_seed = tf.constant([seed, 3], tf.int32)
         basic = augment.augment_for_training(
-            tf.constant(image), tf_seed, spec=spec, augmentation='basic').numpy()
+            tf.constant(image), tf_seed, spec=spec,
+            augmentation='basic').numpy()
         found = [k for k, v in candidates.items()
                  if np.allclose(basic, v, rtol=1e-6, atol=1e-6)]
         assert len(found) == 1

@@ -49,6 +49,8 @@ FASHION_MNIST_FILES = {
     'train': ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'),
     'test': ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz'),
 }
+_FILE_NAMES = [name for files in FASHION_MNIST_FILES.values()
+               for name in files]
 _FASHION_MNIST_SHAPE = (28, 28, 1)
 _FASHION_MNIST_CLASSES = 10
 _INSTALL_HINT = (f'run `apt-get install -y dataset-fashion-mnist` (or set '
@@ -148,8 +150,7 @@ def _idx_file(directory: str, gz_name: str) -> str | None:
 
 
 def _has_fashion_mnist_files(directory: str) -> bool:
-    return all(_idx_file(directory, name) is not None
-               for files in FASHION_MNIST_FILES.values() for name in files)
+    return all(_idx_file(directory, name) is not None for name in _FILE_NAMES)
 
 
 def _tfds_data_dir(data_dir: str | None) -> str:
@@ -186,9 +187,8 @@ def fashion_mnist_source(data_dir: str | None = None,
             if not _has_fashion_mnist_files(directory):
                 raise DatasetUnavailableError(
                     f"dataset 'fashion_mnist': {origin} is {directory!r}, "
-                    f"which lacks the IDX files "
-                    f"{', '.join(n for f in FASHION_MNIST_FILES.values() for n in f)}"
-                    f"; {_INSTALL_HINT}")
+                    f"which lacks the IDX files {', '.join(_FILE_NAMES)}; "
+                    f"{_INSTALL_HINT}")
             return 'idx', directory
     candidates = [DEBIAN_FASHION_MNIST_DIR]
     if data_dir:
@@ -267,7 +267,13 @@ def _load_splits(name: str, splits: list[str], data_dir: str | None,
         if base not in bases:
             if kind == 'tfds':
                 # Imports TensorFlow; reached only without any IDX copy.
-                sources = importlib.import_module('sam_jax.data.sources')
+                try:
+                    sources = importlib.import_module('sam_jax.data.sources')
+                except ImportError as error:
+                    raise DatasetUnavailableError(
+                        f"dataset 'fashion_mnist': only a tfds-prepared copy "
+                        f"was found ({location}) and it cannot be read here "
+                        f"({error}); {_INSTALL_HINT}") from error
                 images, labels = sources.load_split(name, base,
                                                     data_dir=location)
                 if example_order == 'file':

@@ -55,7 +55,7 @@ def epoch_of_step(step: int, num_examples: int, global_batch_size: int) -> int:
 
 
 def epoch_permutation(seed, epoch, num_examples: int) -> jax.Array:
-    """Example order of `epoch`: int32 [num_examples], a function of (seed, epoch).
+    """Example order of `epoch`: int32 [num_examples], pure in (seed, epoch).
 
     seed and epoch may be Python ints or traced int32 scalars.
     """
