@@ -33,3 +33,8 @@ class BadInputError(ValueError):
     def __init__(self, message: str):
         # One line, whatever the caller joined in (e.g. a library's message).
         super().__init__(" ".join(str(message).split()))
+
+
+class DatasetUnavailableError(BadInputError):
+    """A data set is not prepared where it is looked for and cannot be downloaded
+    here; the message says which command provides it."""

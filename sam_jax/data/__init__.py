@@ -1,39 +1,74 @@
 """Data: tfds sources, augmentations, label noise and input pipelines.
 
-Importing this package registers the offline `sklearn_digits` tfds builder.
 Data sets with `spec.in_memory` use `load_split` + `train_dataset` /
 `eval_batches`; the others `streaming_train_dataset` /
-`streaming_eval_batches` (same batch formats).
+`streaming_eval_batches` (same batch formats). The TF-free in-memory path
+(`idx`, `arrays`, `device_augment`, `device_pipeline`) runs where JAX is
+installed without TensorFlow.
+
+Names are imported lazily (PEP 562): importing this package, or a TF-free
+submodule of it, must not import TensorFlow. The offline `sklearn_digits`
+tfds builder is registered when `sources` (or anything that uses it, e.g.
+`load_split`) is first imported.
 """
 
-from sam_jax.data.augment import augment_for_training
-from sam_jax.data.augment import cutout
-from sam_jax.data.augment import normalize
-from sam_jax.data.augment import preprocess_for_eval
-from sam_jax.data.augment import random_crop_with_reflect_padding
-from sam_jax.data.augment import random_flip_left_right
-from sam_jax.data.augment import TRAINING_AUGMENTATIONS
+import importlib
 
-from sam_jax.data.digits import SklearnDigits
-from sam_jax.data.image_folder import ImageFolderSource
-from sam_jax.data.image_folder import open_image_folder
-from sam_jax.data.imagenet_preprocessing import STREAMING_AUGMENTATIONS
-from sam_jax.data.label_noise import symmetric_label_noise
-from sam_jax.data.pipeline import as_numpy_iterator
-from sam_jax.data.run_inputs import RunInputs
-from sam_jax.data.run_inputs import prepare_inputs
-from sam_jax.data.pipeline import eval_batches
-from sam_jax.data.pipeline import num_eval_batches
-from sam_jax.data.pipeline import steps_per_epoch
-from sam_jax.data.pipeline import train_dataset
-from sam_jax.data.sources import DATASETS
-from sam_jax.data.sources import DatasetSpec
-from sam_jax.data.sources import DatasetUnavailableError
-from sam_jax.data.sources import get_spec
-from sam_jax.data.sources import load_split
-from sam_jax.data.sources import train_and_eval_splits
-from sam_jax.data.streaming import open_source
-from sam_jax.data.streaming import split_size
-from sam_jax.data.streaming import streaming_eval_batches
-from sam_jax.data.streaming import streaming_train_dataset
-from sam_jax.data.streaming import TfdsSource
+from sam_jax.errors import DatasetUnavailableError  # noqa: F401  (no TensorFlow)
+
+# Public name -> the submodule that defines it.
+_EXPORTS = {
+    'augment_for_training': 'augment',
+    'cutout': 'augment',
+    'normalize': 'augment',
+    'preprocess_for_eval': 'augment',
+    'random_crop_with_reflect_padding': 'augment',
+    'random_flip_left_right': 'augment',
+    'TRAINING_AUGMENTATIONS': 'augment',
+    'SklearnDigits': 'digits',
+    'ImageFolderSource': 'image_folder',
+    'open_image_folder': 'image_folder',
+    'STREAMING_AUGMENTATIONS': 'imagenet_preprocessing',
+    'symmetric_label_noise': 'label_noise',
+    'as_numpy_iterator': 'pipeline',
+    'eval_batches': 'pipeline',
+    'num_eval_batches': 'pipeline',
+    'steps_per_epoch': 'pipeline',
+    'train_dataset': 'pipeline',
+    'RunInputs': 'run_inputs',
+    'prepare_inputs': 'run_inputs',
+    'DATASETS': 'sources',
+    'DatasetSpec': 'sources',
+    'get_spec': 'sources',
+    'load_split': 'sources',
+    'train_and_eval_splits': 'sources',
+    'open_source': 'streaming',
+    'split_size': 'streaming',
+    'streaming_eval_batches': 'streaming',
+    'streaming_train_dataset': 'streaming',
+    'TfdsSource': 'streaming',
+}
+
+__all__ = sorted(_EXPORTS) + ['DatasetUnavailableError']
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f'{__name__}.{_EXPORTS[name]}'),
+                        name)
+    else:
+        # `from sam_jax import data; data.pipeline` worked when every
+        # submodule was imported eagerly; keep it working.
+        try:
+            value = importlib.import_module(f'{__name__}.{name}')
+        except ModuleNotFoundError as error:
+            if error.name != f'{__name__}.{name}':
+                raise
+            raise AttributeError(
+                f'module {__name__!r} has no attribute {name!r}') from None
+    globals()[name] = value  # Later look-ups skip __getattr__.
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

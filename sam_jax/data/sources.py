@@ -16,7 +16,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from sam_jax.data import digits as _digits  # Registers `sklearn_digits`.
-from sam_jax.errors import BadInputError
+from sam_jax.errors import DatasetUnavailableError  # noqa: F401  (its old home)
 
 # Chunk size for reading a split: `as_dataset(batch_size=-1)` would be one
 # call, but under `tfds.testing.mock_data` (no metadata) it batches by
@@ -149,10 +149,6 @@ DATASETS: dict[str, DatasetSpec] = {
 # Builders that can be built from files already on this machine; every other
 # data set must have been prepared beforehand (this machine cannot download).
 _OFFLINE_BUILDABLE = frozenset({'sklearn_digits'})
-
-
-class DatasetUnavailableError(BadInputError):
-    """A data set is not prepared in `data_dir` and cannot be downloaded."""
 
 
 def get_spec(name: str) -> DatasetSpec:
