@@ -14,7 +14,7 @@ _EXPORTS = {
     "GroupedSAMOutput": "sam_jax._sam",
     "SAMState": "sam_jax._sam",
     "grouped_sam_gradient": "sam_jax._sam",
-    "per_device": "sam_jax._sam",
+    "per_device": "sam_jax._family",
     "perturbation": "sam_jax._sam",
     "sam": "sam_jax._sam",
 }

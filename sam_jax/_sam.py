@@ -3,115 +3,145 @@
 One SAM step at weights w on a batch:
   g     = grad L(w)                        (the gradient the caller passes in)
   e     = rho * g / ||g||                  (SAM; global L2 norm over all leaves)
-        = rho * T^2 g / ||T g||, T=|w|+eta (ASAM, Kwon et al. 2021)
   g_sam = grad L(w + e)                    (same batch, same random draws)
 and the base optimizer steps at w with g_sam.
 
-Two entry points share the same math:
-- `sam(...)`: an optax `GradientTransformationExtraArgs`. Put it first in a chain;
-  `update(grads, state, params, grad_fn=...)` returns g_sam.
-- `grouped_sam_gradient(...)`: m-sharpness with m independent of the device
-  count. The batch is split into groups of m examples, each group perturbs with
-  its own gradient, and the groups' g_sam are averaged. Training loops with
-  model state (BatchNorm) and metrics use this one, since it returns both passes'
-  auxiliary outputs.
+Here: the perturbations (the L2 ball, ASAM's scaled ball, the p = infinity
+ball, a random direction, USAM's unnormalised step, several ascent steps),
+`sam`, `asam`, `usam`, `plain_gradient` (the sgd method) and the
+`grouped_sam_gradient` convenience. methods.py lists the whole family; what
+its members share (groups, pooling, step reports) is in _family.py.
+
+The transforms' contract (optax `GradientTransformationExtraArgs`): put the
+method first in a chain, and call
+
+    updates, state = tx.update(grads, state, params, grad_fn=grad_fn)
+
+where `grads` is the gradient at `params` on the batch and `grad_fn(p)` the
+gradient at other weights p on the same batch with the same random draws
+(dropout, Shake-Shake gates) and the same pre-step model state. With
+`aux_init` (an example pytree of scalars, e.g. {"loss": 0.0}), `grad_fn(p)`
+returns `(grads, aux)` of that structure and the caller passes `aux=` the same
+quantities at `params`; the transform records the aux of the evaluation whose
+gradient it returned in `state.info.aux` (a trainer logs the perturbed loss).
 
 Per-device perturbation (the official code's default): inside `pmap`,
-`shard_map` or `vmap` with `axis_name`, each device normalises its own gradient
-and only g_sam is averaged over the axis. `sync_perturbation=True` averages g
-before normalising, i.e. SAM on the global batch.
+`shard_map` or `vmap` with `axis_name` (a name or a tuple of names), each
+device perturbs with its own gradient and only the returned gradient is
+averaged over the axes. With `grouped=True` the arguments carry a leading axis
+of groups of m examples that perturb on their own (m-sharpness; see
+_family.py). `sync_perturbation=True` averages g over groups and devices
+before normalising, i.e. SAM on the global batch. Norms and the eps-guarded
+division are computed in float32 whatever the gradients' dtype (bf16
+gradients keep their norm; a 1e-12 eps is representable), and e is cast back
+to the weights' dtype.
 """
 
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
 import optax
 
-AxisName = Union[str, Sequence[str], None]
-ScalarOrSchedule = Union[float, optax.Schedule]
+from sam_jax._family import (AxisName, ScalarOrSchedule, StepInfo, add_to_groups,
+                             axis_names, broadcast_groups, cast_like, check_rho,
+                             check_update_args, empty_info, evaluate, group_mean,
+                             groups_info, may_skip, num_groups_of, per_device,
+                             plain_form, pmean, pool, rho_at, tree_add, tree_norm,
+                             with_optional_second_pass)
+
+BALLS = ("l2", "linf", "random")
+# ASAM's scaled parameters. The authors (SamsungLabs/ASAM, asam.py) scale
+# only parameters whose name contains "weight": the conv and linear kernels
+# and the BatchNorm scale; biases and BatchNorm offsets keep T = 1.
+ASAM_LEAVES = ("weights", "all")
+_ASAM_WEIGHT_NAMES = ("kernel", "scale")
 
 
-class SAMState(NamedTuple):
-    """State of `sam`: the step count, for a rho schedule."""
-    count: jnp.ndarray
+# ----------------------------------------------------------- perturbations
+
+def _leaf_name(path) -> str:
+    key = path[-1] if path else None
+    for attribute in ("key", "name", "idx"):
+        if hasattr(key, attribute):
+            return str(getattr(key, attribute))
+    return str(key)
 
 
-def _check_hyperparameters(rho, eta, eps):
-    # A schedule can only be checked when called; a constant is checked now.
-    if not callable(rho) and not rho >= 0:
-        raise ValueError(f"sam: rho must be >= 0 (or a schedule), got rho={rho!r}")
-    if not eta >= 0:
-        raise ValueError(f"sam: eta must be >= 0, got eta={eta!r}")
-    if not eps > 0:
-        raise ValueError(f"sam: eps must be > 0, got eps={eps!r}")
+def asam_scaled(path, leaves: str = "weights") -> bool:
+    """Whether ASAM scales the parameter at `path` by T = |w| + eta."""
+    return leaves == "all" or _leaf_name(path) in _ASAM_WEIGHT_NAMES
 
 
-def _global_norm(tree) -> jnp.ndarray:
-    # Accumulate in float32 so bf16 gradients do not overflow or lose the norm.
-    leaves = jax.tree_util.tree_leaves(tree)
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))
+# ----------------------------------------------------------- perturbations
 
+def perturbation(grads, params, rho, *, adaptive: bool = False, eta: float = 0.01,
+                 eps: float = 1e-12, asam_leaves: Union[str, Callable] = "weights",
+                 ball: str = "l2", normalize: bool = True, key=None):
+    """e, the ascent step, in the dtype of `params`.
 
-def perturbation(grads, params, rho, *, adaptive: bool = False,
-                 eta: float = 0.01, eps: float = 1e-12):
-    """Returns e, the ascent step of SAM (or ASAM), in the dtype of `params`.
-
-    SAM:  e = rho * g / (||g|| + eps).
-    ASAM: e = rho * T^2 g / (||T g|| + eps), T = |w| + eta.
-    `eps` keeps a zero gradient finite (e = 0 then).
+    SAM:   e = rho * g / (||g|| + eps).
+    ASAM:  e = rho * T^2 g / (||T g|| + eps), T = |w| + eta on the leaves
+           `asam_leaves` selects ("weights": kernels and BatchNorm scales, the
+           authors' rule; "all": every leaf; or a predicate on the key path),
+           T = 1 elsewhere.
+    USAM (normalize=False): e = rho * g.
+    ball "linf": e = rho * sign(g) (the p = infinity ball of the paper's eq. 2).
+    ball "random": e = rho * z / ||z||, z ~ N(0, I) from `key` (the paper's
+           random-direction ablation).
+    `eps` keeps a zero gradient finite (e = 0 then). The division is in float32.
     """
-    if adaptive:
-        scale = jax.tree_util.tree_map(
-            lambda w: jnp.abs(w.astype(jnp.float32)) + eta, params)
-        scaled = jax.tree_util.tree_map(
+    if ball == "random":
+        keys = jax.random.split(key, len(jax.tree_util.tree_leaves(params)))
+        z = jax.tree_util.tree_unflatten(
+            jax.tree_util.tree_structure(params),
+            [jax.random.normal(k, p.shape, jnp.float32)
+             for k, p in zip(keys, jax.tree_util.tree_leaves(params))])
+        direction, norm = z, tree_norm(z)
+    elif ball == "linf":
+        direction = jax.tree_util.tree_map(lambda g: jnp.sign(g).astype(jnp.float32),
+                                           grads)
+        norm = None
+    elif adaptive:
+        scaled = asam_leaves if callable(asam_leaves) else (
+            lambda path: asam_scaled(path, asam_leaves))
+        scale = jax.tree_util.tree_map_with_path(
+            lambda path, w: (jnp.abs(w.astype(jnp.float32)) + eta) if scaled(path)
+            else jnp.ones(w.shape, jnp.float32), params)
+        scaled_grads = jax.tree_util.tree_map(
             lambda t, g: t * g.astype(jnp.float32), scale, grads)
-        norm = _global_norm(scaled)
-        direction = jax.tree_util.tree_map(lambda t, tg: t * tg, scale, scaled)
+        norm = tree_norm(scaled_grads)
+        direction = jax.tree_util.tree_map(lambda t, tg: t * tg, scale, scaled_grads)
     else:
-        norm = _global_norm(grads)
         direction = jax.tree_util.tree_map(lambda g: g.astype(jnp.float32), grads)
-    factor = rho / (norm + eps)
+        norm = tree_norm(grads)
+    factor = rho if norm is None or not normalize else rho / (norm + eps)
     return jax.tree_util.tree_map(
         lambda d, w: (factor * d).astype(w.dtype), direction, params)
 
 
-def per_device(params, axis_name: AxisName):
-    """Marks replicated `params` as differing per device along `axis_name`.
-
-    Under `jax.shard_map` (with its default check_vma=True), `jax.grad` with
-    respect to replicated weights returns the gradient SUMMED over devices,
-    which would silently turn per-device SAM into SAM on the global batch.
-    Taking the gradient at `per_device(params, axis_name)` gives each device its
-    own gradient, as `pmap` does. It is a no-op under `pmap`, `vmap` or without
-    an axis.
-    """
-    if axis_name is None:
-        return params
-    try:
-        return jax.tree_util.tree_map(
-            lambda x: jax.lax.pcast(x, axis_name, to="varying"), params)
-    except ValueError:
-        # vmap has no varying/invariant types: its per-example grads are
-        # already per-"device".
-        return params
+def project_to_ball(e, rho):
+    """e scaled back onto the L2 ball of radius rho if it lies outside."""
+    norm = tree_norm(e)
+    factor = jnp.minimum(1.0, rho / jnp.maximum(norm, 1e-30))
+    return jax.tree_util.tree_map(lambda x: (factor * x).astype(x.dtype), e)
 
 
-def _apply(params, e):
-    return jax.tree_util.tree_map(lambda w, d: w + d, params, e)
+# ---------------------------------------------------------------- sam
 
-
-def _pmean(tree, axis_name: AxisName):
-    return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
-
-
-def _cast_like(tree, like):
-    return jax.tree_util.tree_map(lambda x, y: x.astype(y.dtype), tree, like)
+class SAMState(NamedTuple):
+    """State of `sam` and its relatives: the step count (for schedules, and the
+    random direction's draws) and what the last update measured."""
+    count: jnp.ndarray
+    info: StepInfo
 
 
 def sam(rho: ScalarOrSchedule, *, adaptive: bool = False, eta: float = 0.01,
-        eps: float = 1e-12, axis_name: AxisName = None,
-        sync_perturbation: bool = False) -> optax.GradientTransformationExtraArgs:
+        asam_leaves: Union[str, Callable] = "weights", ball: str = "l2",
+        ascent_steps: int = 1, normalize: bool = True, eps: float = 1e-12,
+        axis_name: AxisName = None, sync_perturbation: bool = False,
+        grouped: bool = False, aux_init=None,
+        seed: int = 0) -> optax.GradientTransformationExtraArgs:
     """SAM as an optax transform: the gradient at w becomes the gradient at w + e(w).
 
     Use it first in a chain:
@@ -119,67 +149,164 @@ def sam(rho: ScalarOrSchedule, *, adaptive: bool = False, eta: float = 0.01,
         tx = optax.chain(sam_jax.sam(0.05), optax.sgd(0.1, momentum=0.9))
         updates, state = tx.update(grads, state, params, grad_fn=grad_fn)
 
-    where `grads` is the gradient at `params` on the batch and
-    `grad_fn(params) -> grads` computes the gradient on the same batch with the
-    same random draws (dropout keys) and the same pre-step model state.
-
     Args:
       rho: radius of the neighbourhood, a float >= 0 or a schedule step -> rho.
-        rho = 0 gives exactly the base optimizer's update (no second pass).
+        rho = 0 gives exactly the base optimizer's update (no second pass); a
+        schedule that is 0 at a step skips the second pass at that step.
       adaptive: ASAM; e = rho * T^2 g / ||T g|| with T = |w| + eta.
       eta: ASAM's offset (0.01 as in the ASAM paper; 0 is the popular PyTorch
         port's formula).
+      asam_leaves: which parameters ASAM scales: "weights" (the authors' rule:
+        parameters named kernel or scale), "all", or a predicate on the key path.
+      ball: "l2" (SAM), "linf" (e = rho sign(g)) or "random" (a random
+        direction of norm rho): the paper's appendix ablations.
+      ascent_steps: n inner ascent steps (the paper compared 5 with 1): each
+        moves rho along the normalised gradient at the current w + e and
+        projects back onto the rho-ball (Andriushchenko & Flammarion's rule);
+        n + 1 gradient evaluations per step.
+      normalize: False is unnormalised SAM (USAM): e = rho * g.
       eps: added to the norm so a zero gradient gives e = 0, never NaN.
-      axis_name: inside `pmap` / `shard_map` / `vmap`, each device perturbs with its
-        own gradient (m-sharpness with m = per-device batch) and the returned
-        gradient is averaged over this axis.
-      sync_perturbation: average g over `axis_name` before normalising (SAM on
-        the global batch).
+      axis_name: inside `pmap` / `shard_map` / `vmap`, each device perturbs
+        with its own gradient (m-sharpness with m = per-device batch) and the
+        returned gradient is averaged over these axes.
+      sync_perturbation: average g over groups and `axis_name` before
+        normalising (SAM on the global batch).
+      grouped: the arguments carry a leading axis of groups (see _family.py).
+      aux_init: an example of the aux grad_fn returns beside the gradient
+        (None: it returns the gradient only); see the module docstring.
+      seed: the random direction's draws (ball "random"), folded with the step.
 
     Returns:
       An `optax.GradientTransformationExtraArgs` whose `update` needs
       `params` and `grad_fn`.
     """
-    _check_hyperparameters(rho, eta, eps)
-    if sync_perturbation and axis_name is None:
-        raise ValueError("sam: sync_perturbation=True needs an axis_name")
-    skip_second_pass = not callable(rho) and rho == 0
+    check_rho("sam", rho)
+    if not eta >= 0:
+        raise ValueError(f"sam: eta must be >= 0, got eta={eta!r}")
+    if not eps > 0:
+        raise ValueError(f"sam: eps must be > 0, got eps={eps!r}")
+    if ball not in BALLS:
+        raise ValueError(f"sam: ball={ball!r}; allowed: {', '.join(BALLS)}")
+    if not callable(asam_leaves) and asam_leaves not in ASAM_LEAVES:
+        raise ValueError(f"sam: asam_leaves={asam_leaves!r}; allowed: "
+                         f"{', '.join(ASAM_LEAVES)} or a predicate on the key path")
+    if not isinstance(ascent_steps, int) or ascent_steps < 1:
+        raise ValueError(f"sam: ascent_steps={ascent_steps!r} must be an integer >= 1")
+    if ascent_steps > 1 and (ball != "l2" or adaptive or not normalize):
+        raise ValueError("sam: ascent_steps > 1 is defined for the plain L2 ball only "
+                         f"(got ball={ball!r}, adaptive={adaptive}, normalize={normalize})")
+    if sync_perturbation and not (axis_names(axis_name) or grouped):
+        raise ValueError("sam: sync_perturbation=True needs an axis_name or groups")
+    skip = may_skip(rho)
+    has_aux = aux_init is not None
 
     def init_fn(params):
-        del params
-        return SAMState(count=jnp.zeros([], jnp.int32))
+        return SAMState(count=jnp.zeros([], jnp.int32), info=empty_info(params, aux_init))
 
-    def update_fn(updates, state, params=None, *, grad_fn=None, **extra_args):
+    def update_fn(updates, state, params=None, *, grad_fn=None, aux=None, **extra_args):
         del extra_args
+        check_update_args("sam", params, grad_fn, has_aux=has_aux, aux=aux,
+                          needs_aux=skip != "never")
+        rho_now = rho_at(rho, state.count)
+        aux = aux if has_aux else None  # the caller may pass it regardless
+        g = updates  # [G, ...]
+        num_groups = num_groups_of(g)
+
+        def one_pass():
+            return group_mean(g), groups_info(
+                evaluations=1, rho=0.0, g=g, e=None, out=g, aux=aux, params=params,
+                axis_name=axis_name)
+
+        def two_pass():
+            key = jax.random.fold_in(jax.random.PRNGKey(seed), state.count)
+
+            def perturb(g_k):
+                return perturbation(g_k, params, rho_now, adaptive=adaptive, eta=eta,
+                                    eps=eps, asam_leaves=asam_leaves, ball=ball,
+                                    normalize=normalize, key=key)
+            if sync_perturbation:
+                e = broadcast_groups(perturb(pool(g, axis_name)), num_groups)
+            else:
+                e = jax.vmap(perturb)(g)
+            for _ in range(ascent_steps - 1):
+                g_inner, _ = evaluate(grad_fn, add_to_groups(params, e), axis_name,
+                                      has_aux)
+                e = jax.vmap(lambda e_k, g_k: project_to_ball(
+                    tree_add(e_k, perturbation(g_k, params, rho_now, eps=eps)),
+                    rho_now))(e, g_inner)
+            out, aux_out = evaluate(grad_fn, add_to_groups(params, e), axis_name,
+                                    has_aux)
+            out = cast_like(out, g)
+            return group_mean(out), groups_info(
+                evaluations=1 + ascent_steps, rho=rho_now, g=g, e=e, out=out,
+                aux=aux_out, params=params, axis_name=axis_name)
+
+        out, info = with_optional_second_pass(rho_now, skip, two_pass, one_pass)
+        return pmean(out, axis_name), SAMState(count=optax.safe_increment(state.count),
+                                               info=info)
+
+    return optax.GradientTransformationExtraArgs(init_fn, plain_form(update_fn, grouped))
+
+
+def asam(rho: ScalarOrSchedule, *, eta: float = 0.01,
+         leaves: Union[str, Callable] = "weights",
+         **kwargs) -> optax.GradientTransformationExtraArgs:
+    """ASAM (Kwon et al., ICML 2021): SAM in the ball scaled by T = |w| + eta.
+
+    e = rho * T^2 g / ||T g||. By default only the parameters the authors scale
+    (SamsungLabs/ASAM, asam.py: names containing "weight", i.e. the conv and
+    linear kernels and the BatchNorm scale; flax's `kernel` and `scale`) get
+    T = |w| + eta; biases and BatchNorm offsets keep T = 1. `leaves="all"`
+    scales every leaf; a predicate on the key path chooses any other set.
+    Other arguments as in `sam`.
+    """
+    return sam(rho, adaptive=True, eta=eta, asam_leaves=leaves, **kwargs)
+
+
+def usam(rho: ScalarOrSchedule, **kwargs) -> optax.GradientTransformationExtraArgs:
+    """Unnormalised SAM (Andriushchenko & Flammarion 2022; Dai, Ahn & Sra 2023):
+    e = rho * g, without dividing by ||g||. rho is in other units than SAM's
+    (||e|| = rho ||g||). Other arguments as in `sam`."""
+    return sam(rho, normalize=False, **kwargs)
+
+
+class PlainState(NamedTuple):
+    info: StepInfo
+
+
+def plain_gradient(*, axis_name: AxisName = None, grouped: bool = False,
+                   aux_init=None) -> optax.GradientTransformationExtraArgs:
+    """The gradient at w itself, averaged over groups and `axis_name`: the sgd
+    method. One gradient evaluation per step; it reports what every method
+    reports, so a trainer treats SGD like the others."""
+    has_aux = aux_init is not None
+
+    def init_fn(params):
+        return PlainState(info=empty_info(params, aux_init))
+
+    def update_fn(updates, state, params=None, *, aux=None, **extra_args):
+        del state, extra_args
         if params is None:
-            raise ValueError("sam: update needs params (the weights w)")
-        if grad_fn is None:
-            raise ValueError("sam: update needs grad_fn=(params -> gradient on the "
-                             "same batch)")
-        new_state = SAMState(count=optax.safe_increment(state.count))
-        if skip_second_pass:
-            return _pmean(updates, axis_name), new_state
-        rho_now = rho(state.count) if callable(rho) else rho
-        g = _pmean(updates, axis_name) if sync_perturbation else updates
-        e = perturbation(g, params, rho_now, adaptive=adaptive, eta=eta, eps=eps)
-        sam_grads = _pmean(grad_fn(per_device(_apply(params, e), axis_name)),
-                           axis_name)
-        return _cast_like(sam_grads, updates), new_state
+            raise ValueError("plain_gradient: update needs params")
+        if has_aux and aux is None:
+            raise ValueError("plain_gradient: with aux_init, update needs aux=")
+        info = groups_info(evaluations=1, rho=0.0, g=updates, e=None, out=updates,
+                           aux=aux if has_aux else None, params=params,
+                           axis_name=axis_name)
+        return pool(updates, axis_name), PlainState(info=info)
 
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+    return optax.GradientTransformationExtraArgs(init_fn, plain_form(update_fn, grouped))
 
 
-def _sequential(fn):
-    """Like jax.vmap(fn) over the leading axis, one slice at a time (lax.map)."""
-    return lambda *xs: jax.lax.map(lambda args: fn(*args), xs)
-
+# ------------------------------------------------------- grouped convenience
 
 class GroupedSAMOutput(NamedTuple):
     """What `grouped_sam_gradient` returns.
 
     grads: mean over groups (and over `axis_name`) of the gradient at w + e_k.
     clean_loss, clean_aux: the first (unperturbed) pass, stacked over groups.
-    perturbed_loss, perturbed_aux: the second pass, stacked over groups.
+    perturbed_loss, perturbed_aux: the second pass, averaged over groups (and
+      `axis_name`).
     """
     grads: Any
     clean_loss: jnp.ndarray
@@ -198,36 +325,32 @@ def grouped_sam_gradient(
     group_map: str = "vmap") -> GroupedSAMOutput:
     """SAM gradient with one perturbation per group of m examples (m-sharpness).
 
-    The batch (a pytree whose leaves have a leading example axis) is split into
-    G = batch_size / m consecutive groups. Group k runs both passes on its own
-    m examples: g_k = grad L_k(w), e_k = e(g_k), returns mean_k grad L_k(w + e_k).
-    With m = the per-device batch this is exactly the official per-device
-    SAM; inside pmap / shard_map, G * n_devices groups of m form the global batch.
+    A convenience over the `sam` transform in grouped form: the batch (a
+    pytree whose leaves have a leading example axis) is split into
+    G = batch_size / m consecutive groups; each perturbs with its own gradient
+    and the result is averaged over groups (and `axis_name`). With m = the
+    per-device batch this is exactly the official per-device SAM.
 
     Args:
       loss_fn: `loss_fn(params, group_batch, group_index) -> (loss, aux)`;
         `group_index` (int32 scalar, 0..G-1 on this device) lets the caller draw
-        per-group randomness (dropout) that both passes share; `aux` holds e.g.
-        the updated BatchNorm statistics and the logits.
+        per-group randomness (dropout) that both passes share.
       params: the weights w.
       batch: pytree of arrays with a leading axis divisible by m.
       rho: radius (float or traced scalar).
       examples_per_perturbation: m.
       adaptive, eta, eps: as in `sam`.
-      axis_name: the device axis, if any: the gradient is averaged over it (and
-        over groups), and `sync_perturbation` averages g over it and the groups.
+      axis_name: the device axis, if any.
       sync_perturbation: one perturbation from the mean gradient of all groups
         (and devices) instead of one per group.
-      group_map: "vmap" runs the groups in parallel (fast, memory grows with G:
-        activations of the whole batch live at once, as with no grouping);
-        "sequential" runs them one after another with `lax.map` (memory of one
-        group, G small sequential steps: slower on accelerators with spare
-        parallelism, same numbers).
+      group_map: "vmap" runs the groups' passes at once; "sequential" one group
+        after another (`lax.map`: the activation memory of one group, the same
+        numbers).
 
     Returns:
       A `GroupedSAMOutput`.
     """
-    _check_hyperparameters(rho, eta, eps)
+    check_rho("grouped_sam_gradient", rho)
     leaves = jax.tree_util.tree_leaves(batch)
     batch_size = leaves[0].shape[0]
     m = examples_per_perturbation
@@ -238,72 +361,26 @@ def grouped_sam_gradient(
     if group_map not in GROUP_MAPS:
         raise ValueError(f"group_map={group_map!r}; allowed: {', '.join(GROUP_MAPS)}")
     num_groups = batch_size // m
-    skip_second_pass = not isinstance(rho, jax.Array) and not callable(rho) and rho == 0
     groups = jax.tree_util.tree_map(
         lambda x: x.reshape((num_groups, m) + x.shape[1:]), batch)
     indices = jnp.arange(num_groups, dtype=jnp.int32)
     value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
-    params = per_device(params, axis_name)
+    mapper = jax.vmap if group_map == "vmap" else (
+        lambda fn: lambda *xs: jax.lax.map(lambda args: fn(*args), xs))
 
-    def clean_pass(group, index):
-        (loss, aux), g = value_and_grad(params, group, index)
-        return g, loss, aux
+    def clean(group, index):
+        return value_and_grad(per_device(params, axis_name), group, index)
+    (loss, aux), g = mapper(clean)(groups, indices)
 
-    def perturbed_pass(group, index, g):
-        e = perturbation(g, params, rho, adaptive=adaptive, eta=eta, eps=eps)
-        (loss, aux), g_sam = value_and_grad(_apply(params, e), group, index)
-        return g_sam, loss, aux
+    def grad_fn(weights):
+        def one(w, group, index):
+            (p_loss, p_aux), p_grads = value_and_grad(w, group, index)
+            return p_grads, (p_loss, p_aux)
+        return mapper(one)(weights, groups, indices)
 
-    def mean_over_groups(tree):
-        return jax.tree_util.tree_map(lambda x: jnp.mean(x, axis=0), tree)
-
-    if skip_second_pass:
-        # rho = 0 is plain gradient descent: one pass, reported as both passes.
-        g, clean_loss, clean_aux = (jax.vmap(clean_pass) if group_map == "vmap"
-                                    else _sequential(clean_pass))(groups, indices)
-        sam_grads = mean_over_groups(g)
-        perturbed_loss, perturbed_aux = clean_loss, clean_aux
-    elif group_map == "vmap":
-        g, clean_loss, clean_aux = jax.vmap(clean_pass)(groups, indices)
-        if sync_perturbation:
-            g_mean = _pmean(mean_over_groups(g), axis_name)
-            perturbed = jax.vmap(perturbed_pass, in_axes=(0, 0, None))(
-                groups, indices, g_mean)
-        else:
-            perturbed = jax.vmap(perturbed_pass)(groups, indices, g)
-        sam_grads, perturbed_loss, perturbed_aux = perturbed
-        sam_grads = mean_over_groups(sam_grads)
-    elif sync_perturbation:
-        # Sequential with a shared perturbation needs every group's g first.
-        def clean_step(total, xs):
-            group, index = xs
-            g, loss, aux = clean_pass(group, index)
-            return jax.tree_util.tree_map(jnp.add, total, g), (loss, aux)
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-        g_sum, (clean_loss, clean_aux) = jax.lax.scan(clean_step, zeros,
-                                                      (groups, indices))
-        g_mean = _pmean(jax.tree_util.tree_map(lambda x: x / num_groups, g_sum),
-                        axis_name)
-
-        def perturbed_step(total, xs):
-            group, index = xs
-            g_sam, loss, aux = perturbed_pass(group, index, g_mean)
-            return jax.tree_util.tree_map(jnp.add, total, g_sam), (loss, aux)
-        g_sam_sum, (perturbed_loss, perturbed_aux) = jax.lax.scan(
-            perturbed_step, zeros, (groups, indices))
-        sam_grads = jax.tree_util.tree_map(lambda x: x / num_groups, g_sam_sum)
-    else:
-        def step(total, xs):
-            group, index = xs
-            g, clean_loss, clean_aux = clean_pass(group, index)
-            g_sam, loss, aux = perturbed_pass(group, index, g)
-            total = jax.tree_util.tree_map(jnp.add, total, g_sam)
-            return total, (clean_loss, clean_aux, loss, aux)
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-        g_sam_sum, (clean_loss, clean_aux, perturbed_loss, perturbed_aux) = (
-            jax.lax.scan(step, zeros, (groups, indices)))
-        sam_grads = jax.tree_util.tree_map(lambda x: x / num_groups, g_sam_sum)
-
-    sam_grads = _pmean(sam_grads, axis_name)
-    return GroupedSAMOutput(sam_grads, clean_loss, clean_aux, perturbed_loss,
-                            perturbed_aux)
+    tx = sam(rho, adaptive=adaptive, eta=eta, eps=eps, axis_name=axis_name,
+             sync_perturbation=sync_perturbation, grouped=True,
+             aux_init=jax.tree_util.tree_map(lambda x: x[0], (loss, aux)))
+    out, state = tx.update(g, tx.init(params), params, grad_fn=grad_fn, aux=(loss, aux))
+    p_loss, p_aux = state.info.aux
+    return GroupedSAMOutput(out, loss, aux, p_loss, p_aux)

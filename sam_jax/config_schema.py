@@ -62,16 +62,84 @@ def base_config() -> ml_collections.ConfigDict:
     config.optimizer.weight_decay = 5e-4  # L2 term in the loss, 0.5 * wd * |w|^2
     config.optimizer.grad_clip_norm = 5.0  # 0 disables
 
-    # SAM. rho = 0 is the SGD baseline (one pass per step).
+    # The gradient method (sam_jax.methods.METHODS): the first element of the
+    # training chain. "sgd" is the base optimizer alone; each method's
+    # hyper-parameters are in its sub-config below.
+    config.method = "sam"
+
+    # SAM. rho = 0 is the SGD baseline (one pass per step). The groups of m
+    # examples, sync_perturbation and group_map apply to every method.
     config.sam = ml_collections.ConfigDict()
     config.sam.rho = 0.05
-    config.sam.adaptive = False  # ASAM
+    config.sam.adaptive = False  # ASAM (the asam method has its own sub-config)
     config.sam.eta = 0.01  # ASAM's offset
+    config.sam.asam_leaves = "weights"  # ASAM scales kernels and BN scales; or "all"
+    config.sam.ball = "l2"  # or "linf", "random": the paper's appendix ablations
+    config.sam.ascent_steps = 1  # inner ascent steps (the paper compared 5 with 1)
     config.sam.sync_perturbation = False  # True: one perturbation for the global batch
     # m: examples per perturbation; None means the per-device batch (the
     # official code's m-sharpness). Must divide the per-device batch.
     config.sam.examples_per_perturbation = ml_collections.config_dict.placeholder(int)
-    config.sam.group_map = "vmap"  # or "sequential": less memory, slower
+    # "vmap": every group of a device at once; "sequential": one group after
+    # another (the activation memory of one group), i.e. grad_accum_steps =
+    # the number of groups.
+    config.sam.group_map = "vmap"
+    # BatchNorm statistics: "group" (each group of m examples normalises with
+    # its own, as the official code's per-device batches do) or "device" (the
+    # statistics of the device's batch at w, in both passes, whatever m: the
+    # m-sharpness of small m without BatchNorm over m examples).
+    config.sam.batch_norm = "group"
+
+    # The other methods (see the README's methods table for sources).
+    config.asam = ml_collections.ConfigDict()
+    config.asam.rho = 0.5  # Kwon et al.'s CIFAR value with eta 0.01
+    config.asam.eta = 0.01
+    config.asam.leaves = "weights"  # the authors' rule; "all" scales every leaf
+    config.usam = ml_collections.ConfigDict()
+    config.usam.rho = 0.05  # ||e|| = rho ||g||
+    config.gsam = ml_collections.ConfigDict()
+    config.gsam.rho_max = 0.05  # the radius at the peak learning rate
+    config.gsam.rho_min = 0.025  # ... and at the last one (the paper's ratio)
+    config.gsam.alpha = 0.01  # the paper's value for SGD-trained ResNets
+    config.looksam = ml_collections.ConfigDict()
+    config.looksam.rho = 0.05
+    config.looksam.k = 5  # a full SAM step every k steps
+    config.looksam.alpha = 0.7
+    config.esam = ml_collections.ConfigDict()
+    config.esam.rho = 0.05
+    config.esam.beta = 0.5  # the probability of perturbing a tensor
+    config.esam.gamma = 0.5  # the fraction of examples in the second pass
+    config.rwp = ml_collections.ConfigDict()
+    config.rwp.sigma = 0.01  # noise std relative to each filter's norm
+    config.rwp.mix = 0.5  # weight of the perturbed gradient
+    config.sampa = ml_collections.ConfigDict()
+    config.sampa.rho = 0.1
+    config.sampa.mix = 0.2  # weight of the optimistic gradient (the authors' lambda)
+    config.extragradient = ml_collections.ConfigDict()
+    config.extragradient.gamma_scale = 1.0  # gamma_t = gamma_scale * lr_t
+    config.optimistic = ml_collections.ConfigDict()
+    config.optimistic.alpha = 1.0
+    config.optimistic.beta = 1.0
+    config.entropy_sgd = ml_collections.ConfigDict()
+    config.entropy_sgd.inner_steps = 5  # L (the paper's CIFAR runs: 20)
+    config.entropy_sgd.gamma = 0.03  # the coupling ("scope")
+    config.entropy_sgd.scoping = 1e-3  # gamma_t = gamma (1 + scoping)^t
+    config.entropy_sgd.inner_lr = 0.1  # eta'
+    config.entropy_sgd.noise = 1e-4  # epsilon
+    config.entropy_sgd.mean_decay = 0.75
+
+    # A schedule on the method's radius (rho, or its equivalent): "constant"
+    # or "lr" (proportional to the learning rate); a linear warm-up over
+    # warmup_fraction of training; 0 before start_fraction of training
+    # (late-phase SAM: SGD first, then the method; those steps cost one pass).
+    config.rho_schedule = ml_collections.ConfigDict()
+    config.rho_schedule.kind = "constant"
+    config.rho_schedule.warmup_fraction = 0.0
+    config.rho_schedule.start_fraction = 0.0
+
+    # Each device's batch runs as this many microbatches one after another;
+    # their gradients are averaged into one update (m must divide a microbatch).
+    config.grad_accum_steps = 1
 
     # Sharpness during training (in-memory data sets): after epoch 1 (where the
     # paper's Figure 3 starts) and every `every_epochs` epochs (0: never),

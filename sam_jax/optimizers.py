@@ -14,17 +14,21 @@ def learning_rate_schedule(config, total_steps: int) -> optax.Schedule:
     return optax.constant_schedule(opt.learning_rate)
 
 
+def clipped(config, optimizer: optax.GradientTransformation
+            ) -> optax.GradientTransformation:
+    """Clipping by global norm (config.optimizer.grad_clip_norm; 0: none) of the
+    device-averaged gradient, then `optimizer`: the official code's order."""
+    norm = config.optimizer.grad_clip_norm
+    parts = [optax.clip_by_global_norm(norm)] if norm else []
+    return optax.chain(*parts, optimizer)
+
+
 def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
-    """Clipping of the (device-averaged) gradient, then the base optimizer."""
+    """Clipping, then the base optimizer (SGD with momentum, or RMSProp)."""
     opt = config.optimizer
     schedule = learning_rate_schedule(config, total_steps)
-    parts = []
-    if opt.grad_clip_norm:
-        parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
     if opt.name == "rmsprop":  # the official code's EfficientNet settings
-        parts.append(optax.rmsprop(schedule, decay=0.9, eps=1e-3,
-                                   momentum=opt.momentum or None))
-    else:
-        parts.append(optax.sgd(schedule, momentum=opt.momentum or None,
-                               nesterov=opt.nesterov))
-    return optax.chain(*parts)
+        return clipped(config, optax.rmsprop(schedule, decay=0.9, eps=1e-3,
+                                             momentum=opt.momentum or None))
+    return clipped(config, optax.sgd(schedule, momentum=opt.momentum or None,
+                                     nesterov=opt.nesterov))

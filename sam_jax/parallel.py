@@ -7,6 +7,7 @@ evaluation step is a plain `jit` over the sharded batch.
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -31,6 +32,15 @@ def global_batch(mesh: Mesh, local_batch):
     return jax.tree_util.tree_map(
         lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
         local_batch)
+
+
+def batch_shapes(mesh: Mesh, global_batch_size: int, image_shape) -> dict:
+    """The shapes of a global training batch, for compiling ahead of time."""
+    sharding = batch_sharded(mesh)
+    return {"image": jax.ShapeDtypeStruct((global_batch_size,) + tuple(image_shape),
+                                          jnp.float32, sharding=sharding),
+            "label": jax.ShapeDtypeStruct((global_batch_size,), jnp.int32,
+                                          sharding=sharding)}
 
 
 def shard_train_step(per_device_step, mesh: Mesh):

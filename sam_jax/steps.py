@@ -1,24 +1,41 @@
 """The training and evaluation steps: pure functions of (state, batch, key).
 
-The training step is written for ONE device and is run under
-`jax.shard_map` over the mesh axis `AXIS` (see `parallel.py`), which gives the
-official code's per-device semantics:
-- each device (or each group of m examples, see `grouped_sam_gradient`)
-  perturbs the weights with its own gradient; only the SAM gradient is averaged;
-- BatchNorm normalises with the statistics of each device's (group's) batch;
-  both passes start from the same pre-step statistics and only the first
-  (unperturbed) pass's updated statistics are kept. They are averaged over
-  devices every step, which equals the official code's averaging of per-device
-  running statistics at evaluation time, since the moving average is linear.
-  With `freeze_batch_norm` (finetuning) both passes normalise with the running
-  statistics instead and those stay as they are (see batch_norm.py);
-- both passes share the random draws (dropout, ShakeDrop): the key depends on
-  (step, global group index) only;
-- weight decay is an L2 term inside the loss, so it enters the perturbation too;
-- the logged training loss and error come from the perturbed pass when SAM is on.
+The training step is written for ONE device and is run under `jax.shard_map`
+over the mesh axis `AXIS` (see `parallel.py`). It applies the training chain
+`optax.chain(method, base)`: the method (sam_jax.methods) turns the gradients
+of the device's groups of m examples into one gradient, the base optimizer
+(clipping, SGD) steps with it. The two elements are applied in turn, so the
+step sees the method's gradient (for the logs and for gradient accumulation).
+The official code's semantics are kept:
+- each group of m examples (m = the per-device batch by default) perturbs
+  the weights with its own gradient; only the method's gradient is averaged
+  over groups and devices;
+- BatchNorm normalises with the statistics of each group's batch; both
+  passes start from the same pre-step statistics and only the first
+  (unperturbed) pass's updated statistics are kept, averaged over groups and
+  devices every step (the official code averages the per-device running
+  statistics at evaluation: the same, since the moving average is linear).
+  With `config.sam.batch_norm = "device"` every pass normalises with the
+  device batch's statistics at w instead (see batch_norm.py). With
+  `freeze_batch_norm` (finetuning) both passes use the running statistics,
+  which stay as they are;
+- both passes share the random draws (dropout, Shake-Shake, ShakeDrop): the
+  key depends on (step, global group index) only; the pass at w takes the
+  true gradient of Shake-Shake / ShakeDrop when it only feeds a perturbation
+  (the official code's `true_gradient=True`);
+- weight decay is an L2 term inside the loss, so it enters the perturbation;
+- gradient clipping after the mean over devices;
+- the logged training loss and error come from the pass whose gradient the
+  method returned (the perturbed one for SAM); clean_loss / clean_error from
+  the pass at w.
+With `grad_accum_steps` = K, each device's batch runs as K microbatches one
+after another (lax.scan), each with its own groups; the method's gradients and
+the first pass's BatchNorm statistics are averaged over them and one update
+is applied.
 """
 
 import contextlib
+import inspect
 from typing import Any
 
 import flax
@@ -26,22 +43,31 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sam_jax import _sam
-from sam_jax.batch_norm import frozen_batch_norm
+from sam_jax import batch_norm
+from sam_jax._family import group_mean, per_device, pmean
 
 AXIS = "batch"
 
-
-METRIC_NAMES = ("loss", "error", "clean_loss", "clean_error", "grad_norm")
+# Training metrics summed between reports (with "steps"); the step info of the
+# method adds perturbation_share/<top-level parameter group> entries.
+METRIC_NAMES = ("loss", "error", "clean_loss", "clean_error", "sharpness",
+                "grad_norm", "grad_norm_before_clip", "clean_grad_norm",
+                "perturbation_norm", "cosine", "rho", "gradient_evaluations")
+SHARE_PREFIX = "perturbation_share/"
 
 
 @flax.struct.dataclass
 class TrainState:
     """Everything a run needs to continue bit-for-bit from a checkpoint.
 
+    opt_state: the chain's state, (method state, base optimizer state).
     metrics_sum: training metrics summed since the last report, plus "steps",
       the number of (finite) steps summed, so a report after a resume averages
       the same steps as an uninterrupted run.
+    gradient_evaluations: forward + backward passes so far (the cost ledger).
+    train_seconds: wall-clock seconds of training so far (compilation,
+      evaluation and checkpoints left out), set by the loop at reports and
+      checkpoints.
     nonfinite_steps / first_nonfinite_step: count and first step (-1: none) whose
       loss or gradient was not finite; checked on the host only at reports and
       checkpoints, so the loop never waits on the device.
@@ -51,18 +77,27 @@ class TrainState:
     batch_stats: Any
     opt_state: Any
     metrics_sum: Any
+    gradient_evaluations: jnp.ndarray
+    train_seconds: jnp.ndarray
     nonfinite_steps: jnp.ndarray
     first_nonfinite_step: jnp.ndarray
 
 
-def zero_metrics_sum():
-    return {name: jnp.zeros([], jnp.float32) for name in METRIC_NAMES + ("steps",)}
+def metric_names(params) -> tuple:
+    keys = list(params.keys()) if isinstance(params, dict) else []
+    return METRIC_NAMES + tuple(SHARE_PREFIX + k for k in keys)
+
+
+def zero_metrics_sum(names):
+    return {name: jnp.zeros([], jnp.float32) for name in tuple(names) + ("steps",)}
 
 
 def new_train_state(params, batch_stats, opt_state) -> TrainState:
     return TrainState(step=jnp.zeros([], jnp.int32), params=params,
                       batch_stats=batch_stats, opt_state=opt_state,
-                      metrics_sum=zero_metrics_sum(),
+                      metrics_sum=zero_metrics_sum(metric_names(params)),
+                      gradient_evaluations=jnp.zeros([], jnp.float32),
+                      train_seconds=jnp.zeros([], jnp.float32),
                       nonfinite_steps=jnp.zeros([], jnp.int32),
                       first_nonfinite_step=jnp.full([], -1, jnp.int32))
 
@@ -79,7 +114,8 @@ def initial_state(seed: int, model, tx: optax.GradientTransformation,
 
 
 def cross_entropy(logits, labels, label_smoothing: float = 0.0):
-    """Per-example cross entropy with optional label smoothing."""
+    """Per-example cross entropy with optional label smoothing, in float32."""
+    logits = logits.astype(jnp.float32)
     num_classes = logits.shape[-1]
     targets = jax.nn.one_hot(labels, num_classes)
     if label_smoothing:
@@ -89,7 +125,8 @@ def cross_entropy(logits, labels, label_smoothing: float = 0.0):
 
 def l2_penalty(params):
     """0.5 * sum of squares of every parameter (biases and BN included)."""
-    return 0.5 * sum(jnp.sum(jnp.square(p)) for p in jax.tree_util.tree_leaves(params))
+    return 0.5 * sum(jnp.sum(jnp.square(p.astype(jnp.float32)))
+                     for p in jax.tree_util.tree_leaves(params))
 
 
 def top_k_correct(logits, labels, k: int):
@@ -101,66 +138,199 @@ def top_k_correct(logits, labels, k: int):
     return (rank < k).astype(jnp.float32)
 
 
-def make_train_step(model, tx: optax.GradientTransformation, *, rho: float,
-                    adaptive: bool, eta: float, sync_perturbation: bool,
-                    examples_per_perturbation: int, per_device_batch: int,
-                    group_map: str, weight_decay: float, label_smoothing: float,
-                    skip_nonfinite: bool = False, freeze_batch_norm: bool = False):
+def takes_true_gradient(model) -> bool:
+    """Whether the model has Shake-Shake / ShakeDrop's `true_gradient` switch."""
+    return "true_gradient" in inspect.signature(type(model).__call__).parameters
+
+
+def aux_example() -> dict:
+    """The aux the training step's grad_fn returns beside each gradient."""
+    zero = jnp.zeros([], jnp.float32)
+    return {"loss": zero, "error": zero}
+
+
+def _split_groups(tree, num_microbatches: int, groups_per_microbatch: int):
+    """[B, ...] -> [K, G_k, m, ...]."""
+    return jax.tree_util.tree_map(
+        lambda x: x.reshape((num_microbatches, groups_per_microbatch, -1) + x.shape[1:]),
+        tree)
+
+
+def _mean_of_states(states, num_microbatches: int):
+    """The mean over microbatches of their method states: float leaves averaged
+    (a state linear in the gradients stays exact), the others (counts, which
+    every microbatch advances alike) from the last."""
+    def reduce(x):
+        if jnp.issubdtype(x.dtype, jnp.floating):
+            return jnp.mean(x, axis=0).astype(x.dtype)
+        return x[num_microbatches - 1]
+    return jax.tree_util.tree_map(reduce, states)
+
+
+def _advance_counters_only(new, old, keep_new):
+    """Where the step is skipped (keep_new False), the old optimizer state, but
+    with the new step counters, so schedules stay in step with the state's
+    step, and the new step reports (they describe the skipped step)."""
+    def choose(path, a, b):
+        names = [getattr(k, "name", getattr(k, "key", None)) for k in path]
+        if "info" in names or not jnp.issubdtype(a.dtype, jnp.floating):
+            return a
+        return jnp.where(keep_new, a, b)
+    return jax.tree_util.tree_map_with_path(choose, new, old)
+
+
+def make_train_step(model, method_tx, base_tx, *, examples_per_perturbation: int,
+                    per_device_batch: int, grad_accum_steps: int = 1,
+                    weight_decay: float, label_smoothing: float,
+                    clean_pass_true_gradient: bool = False,
+                    example_losses: bool = False, batch_norm_over: str = "group",
+                    grad_clip_norm: float = 0.0, skip_nonfinite: bool = False,
+                    freeze_batch_norm: bool = False):
     """Returns `train_step(state, batch, key) -> state` for one device.
 
-    With `freeze_batch_norm`, BatchNorm layers use their running statistics in
-    both SAM passes and `state.batch_stats` is never changed. With
-    `skip_nonfinite`, a step whose loss or gradient is not finite leaves the
-    weights, optimizer and BatchNorm state unchanged (the step counter and so
-    the data still advance); otherwise it is applied and the loop stops at its
-    next check.
+    Args:
+      model: the flax module.
+      method_tx: the method (grouped form; sam_jax.methods.make_method).
+      base_tx: the base optimizer (clipping included).
+      examples_per_perturbation: m; it divides the microbatch.
+      per_device_batch: examples per device and step.
+      grad_accum_steps: K microbatches per device and step.
+      weight_decay, label_smoothing: of the loss.
+      clean_pass_true_gradient: the pass at w takes Shake-Shake / ShakeDrop's
+        true gradient (if the model has the switch).
+      example_losses: the method needs per-example losses (ESAM).
+      batch_norm_over: "group" or "device" (see the module docstring).
+      grad_clip_norm: the base optimizer's clipping norm (for the log of the
+        clipped gradient's norm; 0: no clipping).
+      skip_nonfinite: a step whose loss or gradient is not finite leaves the
+        weights, optimizer and BatchNorm state unchanged (the step counter,
+        the optimizer's step counters and so the data and schedules still
+        advance); otherwise it is applied and the loop stops at its next check.
+      freeze_batch_norm: BatchNorm layers use their running statistics in every
+        pass and `state.batch_stats` is never changed.
     """
-    num_groups = per_device_batch // examples_per_perturbation
+    m = examples_per_perturbation
+    microbatch = per_device_batch // grad_accum_steps
+    groups_per_microbatch = microbatch // m
+    num_groups = per_device_batch // m
+    true_gradient = clean_pass_true_gradient and takes_true_gradient(model)
+    device_statistics = batch_norm_over == "device" and not freeze_batch_norm
 
     def train_step(state: TrainState, batch, key):
         step_key = jax.random.fold_in(key, state.step)
         first_group = jax.lax.axis_index(AXIS) * num_groups
+        method_state, base_state = state.opt_state
 
-        def loss_fn(params, group, group_index):
-            # Same key in both passes; independent of the device count.
+        def apply(params, images, group_index, statistics, first_pass):
             rng = jax.random.fold_in(step_key, first_group + group_index)
-            frozen = frozen_batch_norm() if freeze_batch_norm else contextlib.nullcontext()
-            with frozen:
-                logits, mutated = model.apply(
-                    {"params": params, "batch_stats": state.batch_stats},
-                    group["image"], train=True, mutable=["batch_stats"],
-                    rngs={"dropout": rng})
-            ce = cross_entropy(logits, group["label"], label_smoothing).mean()
+            if freeze_batch_norm:
+                context = batch_norm.frozen_batch_norm()
+            elif statistics is not None:
+                context = batch_norm.given_batch_statistics(statistics)
+            else:
+                context = contextlib.nullcontext()
+            extra = {"true_gradient": True} if first_pass and true_gradient else {}
+            with context:
+                return model.apply({"params": params, "batch_stats": state.batch_stats},
+                                   images, train=True, mutable=["batch_stats"],
+                                   rngs={"dropout": rng}, **extra)
+
+        def group_loss(params, group, group_index, statistics, first_pass):
+            logits, mutated = apply(params, group["image"], group_index, statistics,
+                                    first_pass)
+            example_ce = cross_entropy(logits, group["label"], label_smoothing)
+            ce = example_ce.mean()
             error = jnp.mean(jnp.argmax(logits, -1) != group["label"])
             loss = ce + weight_decay * l2_penalty(params)
-            return loss, (mutated["batch_stats"], ce, error)
+            return loss, {"batch_stats": mutated["batch_stats"], "loss": ce,
+                          "error": error, "example_loss": example_ce}
 
-        out = _sam.grouped_sam_gradient(
-            loss_fn, state.params, batch, rho=rho,
-            examples_per_perturbation=examples_per_perturbation,
-            adaptive=adaptive, eta=eta, axis_name=AXIS,
-            sync_perturbation=sync_perturbation, group_map=group_map)
+        value_and_grad = jax.value_and_grad(group_loss, has_aux=True)
 
-        def mean_over_groups_and_devices(tree):
-            return jax.lax.pmean(
-                jax.tree_util.tree_map(lambda x: jnp.mean(x, axis=0), tree), AXIS)
+        def microbatch_update(groups, indices):
+            """The method's gradient for one microbatch of G_k groups."""
+            statistics, device_batch_stats = None, None
+            if device_statistics:
+                # The device batch's statistics at w, for every pass below; the
+                # running statistics are updated from this (first) pass.
+                store = {}
+                images = groups["image"].reshape((-1,) + groups["image"].shape[2:])
+                with batch_norm.recording_batch_statistics(store):
+                    _, mutated = apply(state.params, images, 0, None, True)
+                statistics, device_batch_stats = store, mutated["batch_stats"]
+            params_per_device = per_device(state.params, AXIS)
 
-        batch_stats = (state.batch_stats if freeze_batch_norm else
-                       mean_over_groups_and_devices(out.clean_aux[0]))
-        updates, opt_state = tx.update(out.grads, state.opt_state, state.params)
+            def clean(group, index):
+                return value_and_grad(params_per_device, group, index, statistics, True)
+            (_, aux), g = jax.vmap(clean)(groups, indices)
+            clean_metrics = {"loss": aux["loss"], "error": aux["error"]}
+
+            def grad_fn(weights, indices_of_examples=None):
+                def one(w, group, index, chosen):
+                    if chosen is not None:
+                        group = jax.tree_util.tree_map(lambda x: x[chosen], group)
+                    (_, p_aux), p_grads = value_and_grad(w, group, index, statistics,
+                                                         False)
+                    return p_grads, {"loss": p_aux["loss"], "error": p_aux["error"]}
+                return jax.vmap(one)(weights, groups, indices, indices_of_examples)
+
+            extra = {}
+            if example_losses:
+                extra["example_losses"] = aux["example_loss"]
+                extra["example_losses_fn"] = lambda weights: jax.vmap(
+                    lambda w, group, index: group_loss(w, group, index, statistics,
+                                                       False)[1]["example_loss"]
+                )(weights, groups, indices)
+            direction, new_method_state = method_tx.update(
+                g, method_state, state.params,
+                grad_fn=lambda w, indices=None: grad_fn(w, indices),
+                aux=clean_metrics, **extra)
+            batch_stats = (device_batch_stats if device_statistics
+                           else group_mean(aux["batch_stats"]))
+            return direction, new_method_state, batch_stats, group_mean(clean_metrics)
+
+        groups = _split_groups(batch, grad_accum_steps, groups_per_microbatch)
+        indices = jnp.arange(num_groups, dtype=jnp.int32).reshape(
+            grad_accum_steps, groups_per_microbatch)
+        if grad_accum_steps == 1:
+            direction, method_state, batch_stats, clean = microbatch_update(
+                jax.tree_util.tree_map(lambda x: x[0], groups), indices[0])
+        else:
+            outputs = jax.lax.map(lambda xs: microbatch_update(*xs), (groups, indices))
+            direction, batch_stats, clean = jax.tree_util.tree_map(
+                lambda x: jnp.mean(x, axis=0).astype(x.dtype),
+                (outputs[0], outputs[2], outputs[3]))
+            method_state = _mean_of_states(outputs[1], grad_accum_steps)
+        batch_stats, clean = pmean((batch_stats, clean), AXIS)
+        if freeze_batch_norm:
+            batch_stats = state.batch_stats
+
+        updates, base_state = base_tx.update(direction, base_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        _, ce, error = out.perturbed_aux
-        metrics = mean_over_groups_and_devices({
-            "loss": ce, "error": error, "clean_loss": out.clean_aux[1],
-            "clean_error": out.clean_aux[2]})
-        metrics["grad_norm"] = optax.tree.norm(out.grads)
+        opt_state = (method_state, base_state)
+
+        info = method_state.info
+        grad_norm = optax.tree.norm(direction)
+        metrics = {
+            "loss": info.aux["loss"], "error": info.aux["error"],
+            "clean_loss": clean["loss"], "clean_error": clean["error"],
+            "sharpness": info.aux["loss"] - clean["loss"],
+            "grad_norm_before_clip": grad_norm,
+            "grad_norm": (jnp.minimum(grad_norm, grad_clip_norm) if grad_clip_norm
+                          else grad_norm),
+            "clean_grad_norm": info.grad_norm,
+            "perturbation_norm": info.perturbation_norm, "cosine": info.cosine,
+            "rho": info.rho, "gradient_evaluations": info.gradient_evaluations,
+            **{SHARE_PREFIX + k: v for k, v in info.perturbation_share.items()},
+        }
+        metrics = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), metrics)
         finite = (jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["clean_loss"])
-                  & jnp.isfinite(metrics["grad_norm"]))
+                  & jnp.isfinite(grad_norm))
         if skip_nonfinite:
             keep = lambda new, old: jax.tree_util.tree_map(
                 lambda a, b: jnp.where(finite, a, b), new, old)
             params = keep(params, state.params)
-            opt_state = keep(opt_state, state.opt_state)
+            opt_state = _advance_counters_only(opt_state, state.opt_state, finite)
             batch_stats = keep(batch_stats, state.batch_stats)
         metrics["steps"] = jnp.float32(1.0)
         metrics_sum = jax.tree_util.tree_map(
@@ -169,6 +339,8 @@ def make_train_step(model, tx: optax.GradientTransformation, *, rho: float,
         return state.replace(
             step=state.step + 1, params=params, batch_stats=batch_stats,
             opt_state=opt_state, metrics_sum=metrics_sum,
+            gradient_evaluations=state.gradient_evaluations
+            + metrics["gradient_evaluations"],
             nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32),
             first_nonfinite_step=jnp.where(
                 (state.first_nonfinite_step < 0) & ~finite, state.step,
@@ -184,6 +356,7 @@ def make_eval_step(model, top_k: int = 5):
         logits = model.apply({"params": state.params,
                               "batch_stats": state.batch_stats},
                              batch["image"], train=False)
+        logits = logits.astype(jnp.float32)
         mask = batch["mask"]
         labels = batch["label"]
         return {

@@ -9,7 +9,8 @@ where it stopped.
 
 import json
 import os
-from typing import Any
+import time
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -19,6 +20,7 @@ import optax
 
 from sam_jax import checkpoint
 from sam_jax import data
+from sam_jax import methods
 from sam_jax import optimizers
 from sam_jax import parallel
 from sam_jax import preemption
@@ -42,18 +44,50 @@ def from_pretrained(config, state: steps.TrainState, tx) -> tuple[steps.TrainSta
     return steps.new_train_state(params, batch_stats, tx.init(params)), head_kept
 
 
-def train_step_from_config(config, model, tx, num_devices: int):
+def examples_per_perturbation(config, per_device_batch: int) -> int:
+    """m: config.sam.examples_per_perturbation, or the per-device batch."""
+    return config.sam.examples_per_perturbation or per_device_batch
+
+
+def grad_accum_steps(config, per_device_batch: int) -> int:
+    """Microbatches per device and step; group_map "sequential" is one per group."""
+    if config.sam.group_map == "sequential":
+        return per_device_batch // examples_per_perturbation(config, per_device_batch)
+    return config.grad_accum_steps
+
+
+class TrainingChain(NamedTuple):
+    """optax.chain(method, base): what the training step applies."""
+    method: optax.GradientTransformationExtraArgs
+    base: optax.GradientTransformation
+    tx: optax.GradientTransformationExtraArgs
+
+
+def training_chain(config, total_steps: int) -> TrainingChain:
+    """The method (grouped form, per-device axis) and the base optimizer."""
+    schedule = optimizers.learning_rate_schedule(config, total_steps)
+    method = methods.make_method(config, methods.Context(
+        axis_name=steps.AXIS, aux_init=steps.aux_example(), learning_rate=schedule,
+        total_steps=total_steps, seed=config.seed))
+    base = methods.base_optimizer(config, total_steps)
+    return TrainingChain(method, base, optax.chain(method, base))
+
+
+def train_step_from_config(config, model, chain: TrainingChain, num_devices: int):
     """The per-device training step (steps.make_train_step) the config asks for."""
     per_device_batch = config.batch_size // num_devices
-    sam_config = config.sam
+    method = methods.get(config.method)
     return steps.make_train_step(
-        model, tx, rho=sam_config.rho, adaptive=sam_config.adaptive,
-        eta=sam_config.eta, sync_perturbation=sam_config.sync_perturbation,
-        examples_per_perturbation=(sam_config.examples_per_perturbation
-                                   or per_device_batch),
-        per_device_batch=per_device_batch, group_map=sam_config.group_map,
+        model, chain.method, chain.base,
+        examples_per_perturbation=examples_per_perturbation(config, per_device_batch),
+        per_device_batch=per_device_batch,
+        grad_accum_steps=grad_accum_steps(config, per_device_batch),
         weight_decay=config.optimizer.weight_decay,
         label_smoothing=config.label_smoothing,
+        clean_pass_true_gradient=method.clean_pass_true_gradient,
+        example_losses=method.example_losses,
+        batch_norm_over=config.sam.batch_norm,
+        grad_clip_norm=config.optimizer.grad_clip_norm,
         skip_nonfinite=config.skip_nonfinite_steps,
         freeze_batch_norm=config.freeze_batch_norm)
 
@@ -93,25 +127,53 @@ def sharpness_epoch(epoch: int, every_epochs: int) -> bool:
     return every_epochs > 0 and (epoch == 1 or epoch % every_epochs == 0)
 
 
-def _report_train(state, done, lr_fn, rho, progress, writer, is_main,
-                  total_steps, steps_per_epoch):
+def _report_train(state, done, lr_fn, progress, writer, is_main, total_steps,
+                  steps_per_epoch, train_seconds: float):
     """Writes and prints the metrics summed since the last report; resets them."""
     sums = jax.device_get(state.metrics_sum)
     num = max(float(sums.pop("steps")), 1.0)
     means = {k: float(v) / num for k, v in sums.items()}
     rate, eta_seconds = progress.update(done)
-    means.update(learning_rate=float(lr_fn(done - 1)), rho=rho,
+    means.update(learning_rate=float(lr_fn(done - 1)),
                  skipped_steps=int(jax.device_get(state.nonfinite_steps)),
-                 steps_per_second=rate)
+                 steps_per_second=rate,
+                 total_gradient_evaluations=float(
+                     jax.device_get(state.gradient_evaluations)),
+                 train_seconds=train_seconds)
     writer.write(done, "train", means)
     if is_main:
         print(f"step {done}/{total_steps} epoch {done / steps_per_epoch:.2f} "
               f"loss {means['loss']:.4f} error {means['error']:.4f} "
-              f"rho {rho:g} lr {means['learning_rate']:.4g} "
+              f"rho {means['rho']:g} lr {means['learning_rate']:.4g} "
               f"{rate:.2f} steps/s ETA {reporting.format_duration(eta_seconds)}",
               flush=True)
-    zeros = jax.device_put(steps.zero_metrics_sum(), state.step.sharding)
+    zeros = jax.device_put(steps.zero_metrics_sum(
+        name for name in state.metrics_sum if name != "steps"), state.step.sharding)
     return state.replace(metrics_sum=zeros)
+
+
+class Stopwatch:
+    """Training wall-clock seconds: compilation, evaluation, sharpness and
+    checkpoints are left out (paused around them)."""
+
+    def __init__(self, seconds: float = 0.0):
+        self.seconds = seconds
+        self._since = None
+
+    def start(self):
+        self._since = time.perf_counter()
+
+    def pause(self):
+        if self._since is not None:
+            self.seconds += time.perf_counter() - self._since
+            self._since = None
+
+    def read(self) -> float:
+        if self._since is not None:
+            now = time.perf_counter()
+            self.seconds += now - self._since
+            self._since = now
+        return self.seconds
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -144,10 +206,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     mesh = parallel.make_mesh()
     model = get_model(config.model.name, spec.num_classes)
-    tx = optimizers.make_optimizer(config, total_steps)
-    sam_config = config.sam
+    chain = training_chain(config, total_steps)
+    tx = chain.tx
     p_train_step = parallel.shard_train_step(
-        train_step_from_config(config, model, tx, num_devices), mesh)
+        train_step_from_config(config, model, chain, num_devices), mesh)
     p_eval_step = parallel.jit_eval_step(steps.make_eval_step(model), mesh)
 
     def starting_state(finetune: bool):
@@ -196,6 +258,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     lr_fn = optimizers.learning_rate_schedule(config, total_steps)
     base_key = jax.random.PRNGKey(config.seed)
     train_batches = inputs.train_batches(start_step, total_steps)
+    # Compiled before the clock starts: train_seconds leave compilation out.
+    compiled_step = p_train_step.lower(
+        state, parallel.batch_shapes(mesh, config.batch_size, inputs.image_shape),
+        base_key).compile()
+    stopwatch = Stopwatch(float(jax.device_get(state.train_seconds)))
+
+    def with_seconds(state):
+        return state.replace(train_seconds=jax.device_put(
+            jnp.float32(stopwatch.read()), state.step.sharding))
 
     def check_finite(state):
         if not config.skip_nonfinite_steps:  # skipped steps changed nothing
@@ -203,7 +274,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     def save_checkpoint(state):
         check_finite(state)  # a non-finite state never replaces a good checkpoint
+        jax.block_until_ready(state)
+        state = with_seconds(state)
+        stopwatch.pause()
         checkpoint.save(manager, state)
+        stopwatch.start()
+        return state
 
     def measure_sharpness(state, done):
         from sam_jax import analysis  # imported on use: most runs never need it
@@ -220,35 +296,44 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                   " ".join(f"{k} {v:.4g}" for k, v in metrics.items()), flush=True)
 
     with preemption.SigtermWatcher() as sigterm:
+        stopwatch.start()
         for step, batch in zip(range(start_step, total_steps),
                                data.as_numpy_iterator(train_batches)):
-            state = p_train_step(state, parallel.global_batch(mesh, batch), base_key)
+            state = compiled_step(state, parallel.global_batch(mesh, batch), base_key)
             done = step + 1
             if done % config.log_every_steps == 0 or done == total_steps:
                 check_finite(state)
-                state = _report_train(state, done, lr_fn, sam_config.rho, progress,
-                                      writer, is_main, total_steps, steps_per_epoch)
+                jax.block_until_ready(state)
+                state = _report_train(state, done, lr_fn, progress, writer, is_main,
+                                      total_steps, steps_per_epoch, stopwatch.read())
             if (done % steps_per_epoch == 0 and done != total_steps and
                     (done // steps_per_epoch) % config.eval_every_epochs == 0):
+                jax.block_until_ready(state)
+                stopwatch.pause()
                 eval_metrics = evaluate(p_eval_step, state, mesh, inputs)
                 writer.write(done, "eval", eval_metrics)
                 if is_main:
                     print(f"eval step {done} epoch {done // steps_per_epoch}: " +
                           " ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()),
                           flush=True)
+                stopwatch.start()
             if (config.sharpness.every_epochs and done % steps_per_epoch == 0 and
                     sharpness_epoch(done // steps_per_epoch,
                                     config.sharpness.every_epochs)):
+                jax.block_until_ready(state)
+                stopwatch.pause()
                 measure_sharpness(state, done)
+                stopwatch.start()
             if done % config.checkpoint_every_steps == 0:
-                save_checkpoint(state)
+                state = save_checkpoint(state)
             if sigterm.should_stop(done) and done != total_steps:
-                save_checkpoint(state)
+                state = save_checkpoint(state)
                 manager.wait_until_finished()
                 writer.close()
                 raise preemption.Preempted(done)
 
-    save_checkpoint(state)
+    state = save_checkpoint(state)
+    stopwatch.pause()
     manager.wait_until_finished()
     results = evaluate(p_eval_step, state, mesh, inputs)
     writer.write(total_steps, "eval", results)
@@ -256,7 +341,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     split_name = "validation" if config.validation_split else "test"
     results = {f"{split_name}_{k}": v for k, v in results.items()}
     results.update(steps=total_steps, epochs=total_steps / steps_per_epoch,
-                   skipped_steps=int(jax.device_get(state.nonfinite_steps)))
+                   skipped_steps=int(jax.device_get(state.nonfinite_steps)),
+                   method=config.method,
+                   gradient_evaluations=float(jax.device_get(state.gradient_evaluations)),
+                   train_seconds=float(jax.device_get(state.train_seconds)))
     if is_main:
         with open(results_path, "w") as f:
             json.dump(results, f, indent=2)

@@ -150,13 +150,13 @@ def test_one_sam_step_of_each_model_family(family):
         inputs = data.prepare_inputs(config)
         batch = next(data.as_numpy_iterator(inputs.train_batches(0, 1)))
     model = get_model(small_model, inputs.spec.num_classes)
-    tx = optimizers.make_optimizer(config, total_steps=100)
+    chain = train.training_chain(config, total_steps=100)
     params, batch_stats = quick_variables(model, inputs.image_shape)
-    state = steps.new_train_state(params, batch_stats, tx.init(params))
+    state = steps.new_train_state(params, batch_stats, chain.tx.init(params))
     before = jax.tree_util.tree_map(np.asarray, (state.params, state.batch_stats))
     mesh = parallel.make_mesh()
     step = parallel.shard_train_step(
-        train.train_step_from_config(config, model, tx, jax.device_count()), mesh)
+        train.train_step_from_config(config, model, chain, jax.device_count()), mesh)
     state = step(jax.device_put(jax.tree_util.tree_map(jnp.copy, state),
                                 parallel.replicated(mesh)),
                  parallel.global_batch(mesh, batch), jax.random.PRNGKey(0))

@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+
+import sam_jax
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -120,12 +122,14 @@ def test_frozen_sam_step_on_8_devices_equals_loop_in_evaluation_mode():
     want = optax.apply_updates(params, updates)
 
     mesh = parallel.make_mesh()
+    method = sam_jax.sam(rho, axis_name=steps.AXIS, grouped=True,
+                         aux_init=steps.aux_example())
     step = parallel.shard_train_step(steps.make_train_step(
-        model, tx, rho=rho, adaptive=False, eta=0.01, sync_perturbation=False,
-        examples_per_perturbation=2, per_device_batch=2, group_map="vmap",
-        weight_decay=wd, label_smoothing=0.0, freeze_batch_norm=True), mesh)
+        model, method, tx, examples_per_perturbation=2, per_device_batch=2,
+        weight_decay=wd, label_smoothing=0.0, grad_clip_norm=5.0,
+        freeze_batch_norm=True), mesh)
     state = jax.tree_util.tree_map(jnp.copy, steps.new_train_state(
-        params, batch_stats, tx.init(params)))
+        params, batch_stats, optax.chain(method, tx).init(params)))
     new = step(jax.device_put(state, parallel.replicated(mesh)),
                parallel.global_batch(mesh, {"image": images, "label": labels}),
                jax.random.PRNGKey(0))
@@ -328,7 +332,7 @@ def test_pretrained_weights_everywhere_but_a_new_head(converted_checkpoint):
     variables = pretrained.read_checkpoint(converted_checkpoint, "msgpack")  # 10 classes
     config = finetune_config(converted_checkpoint)  # CIFAR-100
     model = get_model("efficientnet_tiny", 100)
-    tx = optimizers.make_optimizer(config, 10)
+    tx = train.training_chain(config, 10).tx
     fresh = steps.initial_state(config.seed, model, tx, (40, 40, 3))
     state, head_kept = train.from_pretrained(config, fresh, tx)
     assert not head_kept and int(state.step) == 0

@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+
+import sam_jax
 import tensorflow_datasets as tfds
 
 from sam_jax import optimizers
@@ -107,15 +109,17 @@ def test_one_step_on_8_devices_equals_loop_over_shards():
     labels = rng.integers(0, 10, 32).astype(np.int32)
     variables = model.init(jax.random.PRNGKey(0), images[:1])
     lr, rho, wd = 0.1, 0.2, 5e-4
-    tx = optax.chain(optax.clip_by_global_norm(5.0),
-                     optax.sgd(lr, momentum=0.9, nesterov=True))
+    method = sam_jax.sam(rho, axis_name=steps.AXIS, grouped=True,
+                         aux_init=steps.aux_example())
+    base = optax.chain(optax.clip_by_global_norm(5.0),
+                       optax.sgd(lr, momentum=0.9, nesterov=True))
+    tx = optax.chain(method, base)
     state = steps.new_train_state(variables["params"], variables["batch_stats"],
                                   tx.init(variables["params"]))
     mesh = parallel.make_mesh()
     step = parallel.shard_train_step(steps.make_train_step(
-        model, tx, rho=rho, adaptive=False, eta=0.01, sync_perturbation=False,
-        examples_per_perturbation=4, per_device_batch=4, group_map="vmap",
-        weight_decay=wd, label_smoothing=0.0), mesh)
+        model, method, base, examples_per_perturbation=4, per_device_batch=4,
+        weight_decay=wd, label_smoothing=0.0, grad_clip_norm=5.0), mesh)
     # A copy: the step donates (deletes) its input state.
     state = jax.tree_util.tree_map(jnp.copy, state)
     new_state = step(jax.device_put(state, parallel.replicated(mesh)),
@@ -174,7 +178,7 @@ def interrupt_after(num_batches, monkeypatch):
 
 def final_params(workdir, config):
     model = get_model(config.model.name, 10)
-    tx = optimizers.make_optimizer(config, total_steps=1)
+    tx = train.training_chain(config, total_steps=1).tx
     target = steps.initial_state(config.seed, model, tx, (8, 8, 1))
     return checkpoint.restore_latest(workdir, target).params
 
@@ -190,6 +194,8 @@ def test_digits_learns_and_resumes_bit_for_bit(tmp_path, monkeypatch):
             train.train_and_evaluate(config, str(tmp_path / "b"))
     assert not (tmp_path / "b" / "results.json").exists()
     resumed = train.train_and_evaluate(config, str(tmp_path / "b"))
+    # The same numbers; only the wall-clock seconds differ.
+    assert resumed.pop("train_seconds") > 0 and uninterrupted.pop("train_seconds") > 0
     assert resumed == uninterrupted
     for a, b in zip(jax.tree_util.tree_leaves(final_params(str(tmp_path / "a"), config)),
                     jax.tree_util.tree_leaves(final_params(str(tmp_path / "b"), config))):
@@ -202,7 +208,7 @@ def test_digits_learns_and_resumes_bit_for_bit(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("override, message", [
     ("--config.model.name=resnet9", "unknown model 'resnet9'; allowed:"),
-    ("--config.sam.rho=-0.1", "sam.rho=-0.1 must be >= 0"),
+    ("--config.sam.rho=-0.1", "sam.rho=-0.1 must be a finite number >= 0"),
     ("--config.batch_size=100", "batch_size=100 must be a positive multiple of the "
                                 "device count 8"),
     ("--config.sam.examples_per_perturbation=3",

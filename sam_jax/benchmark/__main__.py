@@ -16,6 +16,8 @@ Cases (--cases picks some; the default set unless named):
   conv_vs_torch   that layer's forward, and forward + both gradients:
                   sam_jax / torch (not in the default set)               (none)
   m_sharpness_sequential  the same with group_map "sequential" (not default)
+  methods         each method's step (sam_jax.methods, or --methods=...) / the
+                  sgd method's step, with its declared cost (not default)
 
 How it measures: see harness.py. `--quick` shrinks everything for the smoke
 test. Bad flags and setups the chosen cases cannot run stop with one line and
@@ -50,6 +52,8 @@ _MAIN = flags.DEFINE_string("main", None, "MODEL:BATCH, the setup of every case 
 _LARGE = flags.DEFINE_string("large", None, "MODEL:BATCH, the second setup of "
                              "sam_vs_sgd and memory (default wrn28_10:16; wrn10_2:8 "
                              "with --quick)")
+_METHODS = flags.DEFINE_list("methods", None, "the methods case's methods (default: "
+                             "all of sam_jax.methods)")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "write the results here")
 _MD_OUT = flags.DEFINE_string("md_out", None, "write a markdown report here")
 
@@ -110,6 +114,13 @@ def _settings(case_names):
                 raise BadInputError(f"--{key}={value!r}: expected MODEL:BATCH")
             settings = dataclasses.replace(
                 settings, **{key: wl.Setup(model_name, int(batch_size))})
+    if _METHODS.value:
+        from sam_jax import methods
+        unknown = [name for name in _METHODS.value if name not in methods.METHODS]
+        if unknown:
+            raise BadInputError(f"--methods: unknown method {unknown[0]!r}; allowed: "
+                                f"{', '.join(methods.METHODS)}")
+        settings = dataclasses.replace(settings, methods=tuple(_METHODS.value))
     for key in ("main", "large"):
         check_setup(key, getattr(settings, key), case_names, jax.device_count())
     return settings
@@ -152,7 +163,7 @@ def run(case_names, settings, repeats, warmup, quick, command, json_out, md_out)
     # XLA's CPU client runs one thread per usable core; torch gets as many.
     num_threads = len(os.sched_getaffinity(0))
     mesh = parallel.make_mesh()
-    wanted = cases.wanted_workloads(case_names)
+    wanted = cases.wanted_workloads(case_names, settings)
     measured = cases.Measured(settings, mesh, {}, {}, {})
     for key in ("main", "large"):
         if wanted[key]:
@@ -177,7 +188,8 @@ def run(case_names, settings, repeats, warmup, quick, command, json_out, md_out)
                      "pipeline_examples": settings.pipeline_examples,
                      "pipeline_batches_per_call": settings.pipeline_batches_per_call,
                      "pipeline_augmentation": wl.PIPELINE_AUGMENTATION,
-                     "compiler_options": settings.compiler_options},
+                     "compiler_options": settings.compiler_options,
+                     "methods": list(settings.methods)},
         "cases": rows,
         "timings": {getattr(settings, key).label: by_name
                     for key, by_name in measured.timings.items() if by_name},

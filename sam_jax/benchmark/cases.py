@@ -13,6 +13,7 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
+from sam_jax import methods as methods_lib
 from sam_jax import parallel
 from sam_jax.benchmark import harness
 from sam_jax.benchmark import workloads as wl
@@ -31,6 +32,8 @@ class Settings:
     conv_channels: int  # conv_weight_grad: a 3x3 layer, this many in and out, 32x32
     # XLA compile options of every step (None: XLA's defaults, what users get).
     compiler_options: Optional[dict] = None
+    # The methods case: these sam_jax.methods (all by default).
+    methods: tuple = tuple(methods_lib.METHODS)
 
 
 FULL = Settings(main=wl.Setup("wrn16_4", 128), large=wl.Setup("wrn28_10", 16),
@@ -59,19 +62,30 @@ class Measured:
 @dataclasses.dataclass(frozen=True)
 class Case:
     name: str
-    needs: dict  # setup key -> workload names ("compiled_X": compiled, not timed)
+    # setup key -> workload names ("compiled_X": compiled, not timed), or a
+    # function of the Settings that returns it
+    needs: object
     rows: Callable[["Case", Measured], list]
     default: bool = True  # in the default set (the others cost much on CPU)
+
+    def needs_for(self, settings: Settings) -> dict:
+        return self.needs(settings) if callable(self.needs) else self.needs
 
 
 # ------------------------------------------------------------------ building
 
-def step_configs(setup: wl.Setup, mesh) -> dict:
+METHOD_PREFIX = "method_"
+
+
+def step_configs(setup: wl.Setup, mesh, settings: Settings) -> dict:
     """Every sam_jax step a case may time, by name."""
     m = setup.batch_size // mesh.size // GROUPS_PER_DEVICE
-    return {"sam": wl.setup_config(setup, "sam"), "sgd": wl.setup_config(setup, "sgd"),
-            "sam_m_div8": wl.setup_config(setup, "sam", m),
-            "sam_m_div8_sequential": wl.setup_config(setup, "sam", m, "sequential")}
+    configs = {"sam": wl.setup_config(setup, "sam"), "sgd": wl.setup_config(setup, "sgd"),
+               "sam_m_div8": wl.setup_config(setup, "sam", m),
+               "sam_m_div8_sequential": wl.setup_config(setup, "sam", m, "sequential")}
+    configs.update({METHOD_PREFIX + name: wl.setup_config(setup, name)
+                    for name in settings.methods})
+    return configs
 
 
 def time_compiles(config_by_name: dict, mesh, batch_numpy, repeats: int,
@@ -97,7 +111,7 @@ def run_setup(setup: wl.Setup, wanted: set, settings: Settings, mesh, repeats: i
     batch_numpy = wl.random_batch(setup)
     batch = parallel.global_batch(mesh, batch_numpy)
     compiled, workloads, notes = {}, {}, {}
-    configs = step_configs(setup, mesh)
+    configs = step_configs(setup, mesh, settings)
     for name in configs:
         if name in wanted or f"compiled_{name}" in wanted:
             log(f"  compiling {name} ({setup.label})")
@@ -161,11 +175,13 @@ def run_setup(setup: wl.Setup, wanted: set, settings: Settings, mesh, repeats: i
 
 # --------------------------------------------------------------------- rows
 
-def _time_ratio(case, m: Measured, key, measure, numerator, denominator, target=None):
+def _time_ratio(case, m: Measured, key, measure, numerator, denominator, target=None,
+                **details):
     a, b = m.timings[key][numerator], m.timings[key][denominator]
     return harness.case_row(case.name, m.setup(key).label, measure, a["median_s"],
                             b["median_s"], target, unit="s",
-                            round_ratios=harness.round_ratio_range(a, b, throughput=False))
+                            round_ratios=harness.round_ratio_range(a, b, throughput=False),
+                            **details)
 
 
 def _throughput_ratio(case, m: Measured, measure, numerator, denominator, target,
@@ -266,6 +282,21 @@ def _conv_vs_torch(case, m):
     return rows
 
 
+def _methods(case, m):
+    """Each method's step time / the sgd method's, with the declared cost."""
+    rows = []
+    sgd = METHOD_PREFIX + "sgd"
+    for name in m.settings.methods:
+        workload = METHOD_PREFIX + name
+        config = wl.setup_config(m.setup("main"), name)
+        evaluations, sequential = methods_lib.get(name).cost(config)
+        rows.append(_time_ratio(case, m, "main", f"{name} step s / sgd step s",
+                                workload, sgd, method=name,
+                                gradient_evaluations=evaluations,
+                                sequential_passes=sequential))
+    return rows
+
+
 CASES = {case.name: case for case in [
     # target: SAM step s / SGD step s <= 2.0 (the two-pass floor)
     Case("sam_vs_sgd", {"main": {"sam", "sgd"}, "large": {"sam", "sgd"}}, _sam_vs_sgd),
@@ -281,14 +312,18 @@ CASES = {case.name: case for case in [
     Case("m_sharpness_sequential", {"main": {"sam", "sam_m_div8_sequential"}},
          _m_sharpness("sequential"), default=False),
     Case("conv_vs_torch", {"main": {"conv_vs_torch"}}, _conv_vs_torch, default=False),
+    # Every method's step (issue 15's cost table): many compiles, not default.
+    Case("methods", lambda settings: {"main": {METHOD_PREFIX + name for name in
+                                               set(settings.methods) | {"sgd"}}},
+         _methods, default=False),
 ]}
 DEFAULT_CASES = tuple(name for name, case in CASES.items() if case.default)
 
 
-def wanted_workloads(case_names: list) -> dict:
+def wanted_workloads(case_names: list, settings: Settings) -> dict:
     """'main' / 'large' -> names of the workloads (or compiled steps) needed."""
     wanted = {"main": set(), "large": set()}
     for name in case_names:
-        for key, needs in CASES[name].needs.items():
+        for key, needs in CASES[name].needs_for(settings).items():
             wanted[key] |= needs
     return wanted

@@ -74,6 +74,20 @@ def markdown_table(rows: list) -> str:
     return "\n".join(lines)
 
 
+def methods_table(rows: list) -> str:
+    """The methods case as its own table: declared cost beside measured time."""
+    lines = ["| method | gradient evaluations / step | sequential passes | step s | "
+             "step / sgd step | per-round ratios |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        if "method" not in row:
+            continue
+        spread = "{:.3f}-{:.3f}".format(*row["round_ratios"])
+        lines.append(f"| {row['method']} | {row['gradient_evaluations']} | "
+                     f"{row['sequential_passes']} | {row['numerator']:.3f} | "
+                     f"{row['ratio']:.3f} | {spread} |")
+    return "\n".join(lines)
+
+
 def timings_table(timings: dict) -> str:
     lines = ["| setup | workload | median s | images/s | timed s (each round) |",
              "|---|---|---|---|---|"]
@@ -103,6 +117,8 @@ def markdown_report(report: dict) -> str:
         "",
         markdown_table(report["cases"]),
         "",
+        *(["## Per-method step cost", "", methods_table(report["cases"]), ""]
+          if any("method" in row for row in report["cases"]) else []),
         "## Timed workloads",
         "",
         timings_table(report["timings"]),

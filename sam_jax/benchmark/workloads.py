@@ -54,12 +54,19 @@ def load_config(method: str):
 
 
 def setup_config(setup: Setup, method: str, examples_per_perturbation=None,
-                 group_map: str = "vmap"):
-    config = load_config(method)
+                 group_map: str = "vmap", **overrides):
+    """configs/cifar_wrn.py with the setup's model and batch; `method` is "sam"
+    or "sgd" (the config's ARG) or any other method name (--config.method)."""
+    config = load_config(method if method in ("sam", "sgd") else "sam")
+    if method not in ("sam", "sgd"):
+        config.method = method
     config.model.name = setup.model_name
     config.batch_size = setup.batch_size
     config.sam.examples_per_perturbation = examples_per_perturbation
     config.sam.group_map = group_map
+    for key, value in overrides.items():
+        section, _, name = key.rpartition(".")
+        (config[section] if section else config)[name] = value
     return config
 
 
@@ -95,14 +102,15 @@ def compile_sam_jax_step(config, mesh, batch_numpy,
                          compiler_options: Optional[dict] = None) -> CompiledStep:
     spec = get_spec(DATASET)
     model = get_model(config.model.name, spec.num_classes)
-    tx = optimizers.make_optimizer(config, total_steps(config))
-    state = jax.device_put(steps.initial_state(config.seed, model, tx, spec.image_shape),
-                           parallel.replicated(mesh))
+    chain = train.training_chain(config, total_steps(config))
+    state = jax.device_put(
+        steps.initial_state(config.seed, model, chain.tx, spec.image_shape),
+        parallel.replicated(mesh))
     batch = parallel.global_batch(mesh, batch_numpy)
     key = jax.random.PRNGKey(config.seed)
     start = time.perf_counter()
     step = parallel.shard_train_step(
-        train.train_step_from_config(config, model, tx, mesh.size), mesh)
+        train.train_step_from_config(config, model, chain, mesh.size), mesh)
     compiled = step.lower(state, batch, key).compile(compiler_options)
     seconds = time.perf_counter() - start
     return CompiledStep(compiled, state, batch, key, seconds,

@@ -36,7 +36,7 @@ class PyramidBottleneck(nn.Module):
     beta_range: tuple = (0.0, 1.0)
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, true_gradient: bool = False):
         y = layers.batch_norm(train, "bn_1_pre")(x)
         y = layers.Conv1x1(self.channels, name="conv_1x1_contract")(y)
         y = layers.bn_relu(y, train, "bn_1_post")
@@ -47,7 +47,8 @@ class PyramidBottleneck(nn.Module):
         if self.keep_prob is not None:
             if train:
                 y = shake.shake_drop_train(y, self.keep_prob, self.make_rng("dropout"),
-                                           self.alpha_range, self.beta_range)
+                                           self.alpha_range, self.beta_range,
+                                           true_gradient)
             else:
                 y = shake.shake_drop_eval(y, self.keep_prob, self.alpha_range)
         return pyramid_shortcut(x, y.shape[-1], self.strides) + y
@@ -62,7 +63,8 @@ class PyramidNet(nn.Module):
     final_death_rate: float = 0.5  # ShakeDrop's p_L = 0.5
 
     @nn.compact
-    def __call__(self, x, train: bool = False):
+    def __call__(self, x, train: bool = False, true_gradient: bool = False):
+        """true_gradient: the exact gradient of the forward pass (see shake.py)."""
         if (self.depth - 2) % 9:
             raise ValueError(f"PyramidNet depth={self.depth} must be 9n+2")
         blocks_per_group = (self.depth - 2) // 9
@@ -78,7 +80,8 @@ class PyramidNet(nn.Module):
             x = PyramidBottleneck(int(round(channels)),
                                   strides=2 if group > 0 and i == 0 else 1,
                                   keep_prob=keep_probs[block],
-                                  name=f"group{group}_block{i}")(x, train)
+                                  name=f"group{group}_block{i}")(x, train,
+                                                                 true_gradient)
         x = layers.bn_relu(x, train, "final_bn")
         x = x.mean(axis=(1, 2))
         return nn.Dense(self.num_classes, kernel_init=layers.dense_kernel_init,

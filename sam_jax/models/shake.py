@@ -5,6 +5,12 @@ pass: `backward + stop_gradient(forward - backward)` has the forward value and
 the backward gradient. Gates are drawn per example (shape (batch, 1, 1, 1)) from
 an explicit key, so a model's output is a pure function of its "dropout" key and
 SAM's two passes share the draws. Follows the official code's models/utils.py.
+
+`true_gradient=True` (the official code's flag, commit c2b0a5f "true gradient
+fix") makes the backward gate equal the forward one: the exact gradient of the
+forward computation. SAM's first (ascent) pass uses it; the second pass, whose
+gradient is the update, keeps the independently drawn backward gate. The same
+key gives the same forward draws either way.
 """
 
 import jax
@@ -27,12 +33,14 @@ def shake_shake(branch_a, branch_b, forward_gate, backward_gate):
     return _mix(forward, backward)
 
 
-def shake_shake_train(branch_a, branch_b, rng):
-    """Shake-Shake with independent U[0, 1] per-example forward and backward gates."""
+def shake_shake_train(branch_a, branch_b, rng, true_gradient: bool = False):
+    """Shake-Shake with independent U[0, 1] per-example forward and backward
+    gates (the backward gate = the forward one with `true_gradient`)."""
     forward_key, backward_key = jax.random.split(rng)
     shape = _per_example_shape(branch_a)
     forward_gate = jax.random.uniform(forward_key, shape, branch_a.dtype)
-    backward_gate = jax.random.uniform(backward_key, shape, branch_a.dtype)
+    backward_gate = (forward_gate if true_gradient else
+                     jax.random.uniform(backward_key, shape, branch_a.dtype))
     return shake_shake(branch_a, branch_b, forward_gate, backward_gate)
 
 
@@ -46,9 +54,11 @@ def shake_drop(x, forward_scale, backward_scale):
     return _mix(x * forward_scale, x * backward_scale)
 
 
-def shake_drop_train(x, keep_prob, rng, alpha_range=(-1.0, 1.0), beta_range=(0.0, 1.0)):
+def shake_drop_train(x, keep_prob, rng, alpha_range=(-1.0, 1.0), beta_range=(0.0, 1.0),
+                     true_gradient: bool = False):
     """ShakeDrop (Yamada et al. 2018, eqn. 6): scale b + alpha - b * alpha forward,
-    b + beta - b * beta backward, b ~ Bernoulli(keep_prob), per example.
+    b + beta - b * beta backward, b ~ Bernoulli(keep_prob), per example
+    (beta = alpha with `true_gradient`).
 
     b = 1 keeps the residual branch as is; b = 0 scales it by alpha (beta).
     """
@@ -56,7 +66,8 @@ def shake_drop_train(x, keep_prob, rng, alpha_range=(-1.0, 1.0), beta_range=(0.0
     shape = _per_example_shape(x)
     keep = jax.random.bernoulli(keep_key, keep_prob, shape).astype(x.dtype)
     alpha = jax.random.uniform(alpha_key, shape, x.dtype, *alpha_range)
-    beta = jax.random.uniform(beta_key, shape, x.dtype, *beta_range)
+    beta = (alpha if true_gradient else
+            jax.random.uniform(beta_key, shape, x.dtype, *beta_range))
     return shake_drop(x, keep + alpha - keep * alpha, keep + beta - keep * beta)
 
 

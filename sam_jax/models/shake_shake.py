@@ -44,11 +44,12 @@ class ShakeShakeBlock(nn.Module):
         return layers.batch_norm(train, f"bn_{name}_2")(x)
 
     @nn.compact
-    def __call__(self, x, train: bool):
+    def __call__(self, x, train: bool, true_gradient: bool = False):
         branch_a = self.branch(x, train, "a")
         branch_b = self.branch(x, train, "b")
         if train and not self.is_initializing():
-            mixed = shake.shake_shake_train(branch_a, branch_b, self.make_rng("dropout"))
+            mixed = shake.shake_shake_train(branch_a, branch_b, self.make_rng("dropout"),
+                                            true_gradient)
         else:
             mixed = shake.shake_shake_eval(branch_a, branch_b)
         return ShakeShakeShortcut(self.channels, self.strides, name="shortcut")(
@@ -62,7 +63,8 @@ class ShakeShakeResnet(nn.Module):
     num_classes: int
 
     @nn.compact
-    def __call__(self, x, train: bool = False):
+    def __call__(self, x, train: bool = False, true_gradient: bool = False):
+        """true_gradient: the exact gradient of the forward pass (see shake.py)."""
         if (self.depth - 2) % 6:
             raise ValueError(f"ShakeShakeResnet depth={self.depth} must be 6n+2")
         blocks_per_group = (self.depth - 2) // 6
@@ -72,7 +74,8 @@ class ShakeShakeResnet(nn.Module):
             for i in range(blocks_per_group):
                 x = ShakeShakeBlock(channels * self.width_multiplier,
                                     strides if i == 0 else 1,
-                                    name=f"group{group}_block{i}")(x, train)
+                                    name=f"group{group}_block{i}")(x, train,
+                                                                   true_gradient)
         x = nn.relu(x)
         x = x.mean(axis=(1, 2))
         return nn.Dense(self.num_classes, kernel_init=layers.dense_kernel_init,

@@ -1,0 +1,99 @@
+"""GSAM (Zhuang et al., ICLR 2022): surrogate-gap guided SAM.
+
+As big_vision's `gsam_gradient` (trainers/proj/gsam/gsam.py), per group:
+  rho_t  = rho_min + (rho_max - rho_min) (lr_t - lr_min) / (lr_max - lr_min)
+           (rho_max when lr_max = lr_min; clamped at 0, which big_vision is not)
+  e      = rho_t g / (||g|| + eps)
+  g_p    = grad L(w + e)
+  g_perp = g - <g, u> u,   u = g_p / ||g_p||   (g's part orthogonal to g_p)
+  out    = g_p - alpha g_perp
+Descending g_p - alpha g_perp ascends along g_perp, which lowers the surrogate
+gap L(w + e) - L(w). With rho_max = rho_min and alpha = 0 it is SAM exactly.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sam_jax import _sam
+from sam_jax._family import (AxisName, ScalarOrSchedule, StepInfo, add_to_groups,
+                             cast_like, check_rho, check_update_args, empty_info,
+                             evaluate, group_mean, groups_info, pmean, plain_form,
+                             tree_norm, tree_vdot)
+
+
+class GSAMState(NamedTuple):
+    count: jnp.ndarray
+    info: StepInfo
+
+
+def gsam_rho(count, *, rho_max: float, rho_min: float, learning_rate: ScalarOrSchedule,
+             lr_max: float, lr_min: float):
+    """rho_t, linear in the learning rate between (lr_min, rho_min) and
+    (lr_max, rho_max); rho_max when the learning rate is constant."""
+    if lr_max == lr_min:
+        return jnp.asarray(rho_max, jnp.float32)
+    lr = learning_rate(count) if callable(learning_rate) else learning_rate
+    rho = rho_min + (rho_max - rho_min) * (lr - lr_min) / (lr_max - lr_min)
+    return jnp.maximum(jnp.asarray(rho, jnp.float32), 0.0)
+
+
+def gsam(rho_max: float, *, rho_min=None, alpha: float = 0.0,
+         learning_rate: ScalarOrSchedule = 1.0, lr_max=None, lr_min=None,
+         rho_factor=None, eps: float = 1e-12, axis_name: AxisName = None,
+         grouped: bool = False, aux_init=None) -> optax.GradientTransformationExtraArgs:
+    """GSAM: SAM whose radius follows the learning rate, minus alpha times the
+    clean gradient's component orthogonal to the perturbed one.
+
+    Args:
+      rho_max, rho_min: the radius at lr_max and at lr_min (rho_min defaults
+        to rho_max: a constant radius).
+      alpha: weight of the orthogonal component (0: SAM's update).
+      learning_rate: the learning-rate schedule (or constant) the base
+        optimizer follows; lr_max / lr_min default to it at step 0 / its
+        value 0 (a schedule that decays to 0).
+      rho_factor: step -> a factor on rho_t (a warm-up, say), or None.
+      eps, axis_name, grouped, aux_init: as in `sam_jax.sam`.
+    """
+    rho_min = rho_max if rho_min is None else rho_min
+    check_rho("gsam", rho_max, "rho_max")
+    check_rho("gsam", rho_min, "rho_min")
+    if not alpha >= 0:
+        raise ValueError(f"gsam: alpha must be >= 0, got alpha={alpha!r}")
+    if lr_max is None:
+        lr_max = float(learning_rate(0)) if callable(learning_rate) else learning_rate
+    if lr_min is None:
+        lr_min = 0.0 if callable(learning_rate) else learning_rate
+    has_aux = aux_init is not None
+
+    def init_fn(params):
+        return GSAMState(count=jnp.zeros([], jnp.int32), info=empty_info(params, aux_init))
+
+    def update_fn(updates, state, params=None, *, grad_fn=None, aux=None, **extra_args):
+        del aux, extra_args
+        check_update_args("gsam", params, grad_fn)
+        rho_t = gsam_rho(state.count, rho_max=rho_max, rho_min=rho_min,
+                         learning_rate=learning_rate, lr_max=lr_max, lr_min=lr_min)
+        if rho_factor is not None:
+            rho_t = rho_t * rho_factor(state.count)
+        g = updates
+        e = jax.vmap(lambda g_k: _sam.perturbation(g_k, params, rho_t, eps=eps))(g)
+        g_p, aux_out = evaluate(grad_fn, add_to_groups(params, e), axis_name, has_aux)
+        g_p = cast_like(g_p, g)
+
+        def decompose(g_k, gp_k):
+            u_scale = 1.0 / jnp.maximum(tree_norm(gp_k), 1e-30)
+            projection = tree_vdot(g_k, gp_k) * u_scale
+            return jax.tree_util.tree_map(
+                lambda gp, gc: (gp.astype(jnp.float32) - alpha * (
+                    gc.astype(jnp.float32) - projection * u_scale * gp.astype(jnp.float32))
+                                ).astype(gp.dtype), gp_k, g_k)
+        out = jax.vmap(decompose)(g, g_p)
+        info = groups_info(evaluations=2, rho=rho_t, g=g, e=e, out=out, aux=aux_out,
+                           params=params, axis_name=axis_name)
+        return pmean(group_mean(out), axis_name), GSAMState(
+            count=optax.safe_increment(state.count), info=info)
+
+    return optax.GradientTransformationExtraArgs(init_fn, plain_form(update_fn, grouped))

@@ -1,0 +1,102 @@
+"""LookSAM (Liu et al., CVPR 2022): SAM's second pass only every k steps.
+
+On every k-th step (step 0 included) a full SAM step, which also stores the
+direction of g_v, the component of the SAM gradient g_s orthogonal to g:
+  g_v = g_s - <g_s, g> / ||g||^2 g,   v = g_v / ||g_v||.
+On the steps between, one pass: g + alpha ||g|| v (the stored direction,
+scaled to the current gradient's norm). The paper's authors released no code;
+this follows the community implementation MarlonBecker/MSAM (optimizer/
+looksam.py), whose g, g_s and g_v are global (pooled over groups and devices),
+while the full steps perturb per group as SAM does here.
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sam_jax import _sam
+from sam_jax._family import (AxisName, StepInfo, add_to_groups, cast_like, check_rho,
+                             check_update_args, empty_info, evaluate, group_mean,
+                             groups_info, plain_form, pmean, pool, tree_norm,
+                             tree_vdot)
+
+
+class LookSAMState(NamedTuple):
+    count: jnp.ndarray
+    direction: Any  # v = g_v / ||g_v|| of the last full step (float32, like params)
+    info: StepInfo
+
+
+def looksam(rho: float, *, k: int = 5, alpha: float = 0.7, eps: float = 1e-12,
+            axis_name: AxisName = None, grouped: bool = False, aux_init=None
+            ) -> optax.GradientTransformationExtraArgs:
+    """LookSAM: a SAM step every k steps; between them, the stored component.
+
+    Args:
+      rho: SAM's radius on the full steps.
+      k: the period of full steps (1: SAM on every step).
+      alpha: the scale of the reused component.
+      eps, axis_name, grouped, aux_init: as in `sam_jax.sam`.
+    """
+    check_rho("looksam", rho)
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"looksam: k={k!r} must be an integer >= 1")
+    if not alpha >= 0:
+        raise ValueError(f"looksam: alpha must be >= 0, got alpha={alpha!r}")
+    has_aux = aux_init is not None
+
+    def init_fn(params):
+        return LookSAMState(
+            count=jnp.zeros([], jnp.int32),
+            direction=jax.tree_util.tree_map(lambda w: jnp.zeros(w.shape, jnp.float32),
+                                             params),
+            info=empty_info(params, aux_init))
+
+    def update_fn(updates, state, params=None, *, grad_fn=None, aux=None, **extra_args):
+        del extra_args
+        check_update_args("looksam", params, grad_fn, has_aux=has_aux, aux=aux,
+                          needs_aux=True)
+        aux = aux if has_aux else None  # the caller may pass it regardless
+        g = updates
+
+        def full_step():
+            e = jax.vmap(lambda g_k: _sam.perturbation(g_k, params, rho, eps=eps))(g)
+            g_s, aux_out = evaluate(grad_fn, add_to_groups(params, e), axis_name,
+                                    has_aux)
+            g_s = cast_like(g_s, g)
+            g_mean, gs_mean = pool(g, axis_name), pool(g_s, axis_name)
+            scale = tree_vdot(gs_mean, g_mean) / (jnp.square(tree_norm(g_mean)) + eps)
+            g_v = jax.tree_util.tree_map(
+                lambda a, b: a.astype(jnp.float32) - scale * b.astype(jnp.float32),
+                gs_mean, g_mean)
+            direction = jax.tree_util.tree_map(
+                lambda x: x / jnp.maximum(tree_norm(g_v), 1e-30), g_v)
+            info = groups_info(evaluations=2, rho=rho, g=g, e=e, out=g_s, aux=aux_out,
+                               params=params, axis_name=axis_name)
+            return gs_mean, direction, info
+
+        def reuse_step():
+            g_mean = pool(g, axis_name)
+            norm = tree_norm(g_mean)
+            out = jax.tree_util.tree_map(
+                lambda x, v: (x.astype(jnp.float32) + alpha * norm * v).astype(x.dtype),
+                g_mean, state.direction)
+            info = groups_info(evaluations=1, rho=0.0, g=g, e=None,
+                               out=jax.tree_util.tree_map(
+                                   lambda x: jnp.broadcast_to(x, (g_leading(g),) + x.shape),
+                                   out), aux=aux, params=params, axis_name=axis_name)
+            return out, state.direction, info
+
+        out, direction, info = jax.lax.cond(state.count % k == 0,
+                                            lambda _: full_step(),
+                                            lambda _: reuse_step(), None)
+        return pmean(out, axis_name), LookSAMState(
+            count=optax.safe_increment(state.count), direction=direction, info=info)
+
+    return optax.GradientTransformationExtraArgs(init_fn, plain_form(update_fn, grouped))
+
+
+def g_leading(stacked) -> int:
+    return jax.tree_util.tree_leaves(stacked)[0].shape[0]

@@ -1,0 +1,96 @@
+"""SAMPa (Xie, Pethick & Cevher, NeurIPS 2024): SAM parallelised.
+
+The paper's recursion (the authors' README, LIONS-EPFL/SAMPa):
+  x~_t    = x_t + rho h_t / ||h_t||,      h_t = grad f(y_t) (kept from step t-1)
+  y_{t+1} = x_t - lr_t h_t
+  out     = (1 - mix) grad f(x~_t) + mix grad f(y_{t+1})
+and the base optimizer steps at x_t with `out`; h_{t+1} = grad f(y_{t+1}).
+Both gradients depend only on points known at the start of the step, so they
+run as one pass over the stacked pair of weights (vmap): one sequential pass.
+The gradient at x_t itself is not used (a caller's clean pass is then dead
+code that XLA drops, but for what the caller logs). At step 0, h = 0: both
+points are x_0, plain SGD.
+
+Differences from the authors' code, kept for one protocol across methods:
+both gradients use the step's batch (the code takes grad f(x~) on the previous
+one), and y steps with the learning rate alone (the code adds momentum and
+weight decay to that step). h is the mean over groups and devices: the
+perturbation is not per group.
+"""
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sam_jax._family import (AxisName, ScalarOrSchedule, StepInfo, broadcast_groups,
+                             cast_like, check_rho, check_update_args, empty_info,
+                             groups_info, num_groups_of, per_device, plain_form, pool,
+                             split_aux, tree_norm)
+
+
+class SAMPaState(NamedTuple):
+    count: jnp.ndarray
+    previous_gradient: Any  # h_t = grad f(y_t), float32, like params
+    info: StepInfo
+
+
+def sampa(rho: float, *, mix: float = 0.2, learning_rate: ScalarOrSchedule = 0.1,
+          eps: float = 1e-12, axis_name: AxisName = None, grouped: bool = False,
+          aux_init=None) -> optax.GradientTransformationExtraArgs:
+    """SAMPa: SAM's two gradients from last step's information, in one pass.
+
+    Args:
+      rho: the radius of the perturbation along h.
+      mix: the weight of grad f(y_{t+1}) (the authors' lambda, "og", 0.2).
+      learning_rate: the base optimizer's learning rate (schedule), for y.
+      eps, axis_name, grouped, aux_init: as in `sam_jax.sam`.
+    """
+    check_rho("sampa", rho)
+    if not 0 <= mix <= 1:
+        raise ValueError(f"sampa: mix must be in [0, 1], got mix={mix!r}")
+    has_aux = aux_init is not None
+
+    def init_fn(params):
+        return SAMPaState(
+            count=jnp.zeros([], jnp.int32),
+            previous_gradient=jax.tree_util.tree_map(
+                lambda w: jnp.zeros(w.shape, jnp.float32), params),
+            info=empty_info(params, aux_init))
+
+    def update_fn(updates, state, params=None, *, grad_fn=None, aux=None, **extra_args):
+        del aux, extra_args
+        check_update_args("sampa", params, grad_fn)
+        num_groups = num_groups_of(updates)
+        lr = jnp.asarray(learning_rate(state.count) if callable(learning_rate)
+                         else learning_rate, jnp.float32)
+        h = state.previous_gradient
+        scale = rho / (tree_norm(h) + eps)
+        perturbed = jax.tree_util.tree_map(
+            lambda w, x: (w.astype(jnp.float32) + scale * x).astype(w.dtype), params, h)
+        optimistic = jax.tree_util.tree_map(
+            lambda w, x: (w.astype(jnp.float32) - lr * x).astype(w.dtype), params, h)
+        pair = jax.tree_util.tree_map(
+            lambda a, b: jnp.stack([a, b]), broadcast_groups(perturbed, num_groups),
+            broadcast_groups(optimistic, num_groups))
+        outputs = jax.vmap(lambda weights: split_aux(grad_fn(weights), has_aux))(
+            per_device(pair, axis_name))
+        grads, aux_pair = outputs
+        g_perturbed = jax.tree_util.tree_map(lambda x: x[0], grads)
+        g_optimistic = jax.tree_util.tree_map(lambda x: x[1], grads)
+        out = jax.tree_util.tree_map(
+            lambda a, b: (1 - mix) * a.astype(jnp.float32) + mix * b.astype(jnp.float32),
+            g_perturbed, g_optimistic)
+        out = cast_like(out, g_perturbed)
+        aux_out = None if aux_pair is None else jax.tree_util.tree_map(
+            lambda x: x[0], aux_pair)
+        e = broadcast_groups(jax.tree_util.tree_map(lambda x: scale * x, h), num_groups)
+        info = groups_info(evaluations=2, rho=rho, g=None, e=e, out=out, aux=aux_out,
+                           params=params, axis_name=axis_name)
+        new_h = jax.tree_util.tree_map(lambda x: x.astype(jnp.float32),
+                                       pool(g_optimistic, axis_name))
+        return pool(out, axis_name), SAMPaState(
+            count=optax.safe_increment(state.count), previous_gradient=new_h, info=info)
+
+    return optax.GradientTransformationExtraArgs(init_fn, plain_form(update_fn, grouped))

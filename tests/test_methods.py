@@ -1,0 +1,127 @@
+"""The method registry (sam_jax.methods): every method builds from the default
+config and makes one grouped update of the declared cost; the settings a
+method cannot run under are refused; the rho schedules; optax's optimistic
+gradient descent as the `optimistic` base, against its closed form."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import logreg
+from sam_jax import config_schema
+from sam_jax import methods
+
+
+def context(total_steps=10):
+    return methods.Context(axis_name=None, aux_init={"loss": jnp.zeros([])},
+                           learning_rate=optax.cosine_decay_schedule(0.1, total_steps),
+                           total_steps=total_steps, seed=0)
+
+
+def grouped_problem(num_groups=2):
+    params, x, y = logreg.problem(n=16 * num_groups, seed=21)
+    xs, ys = x.reshape(num_groups, 16, -1), y.reshape(num_groups, 16)
+
+    def grad_fn(weights, indices=None):
+        def one(w, xg, yg, chosen):
+            if chosen is not None:
+                xg, yg = xg[chosen], yg[chosen]
+            loss, g = jax.value_and_grad(logreg.jax_loss)(w, xg, yg)
+            return g, {"loss": loss}
+        return jax.vmap(one)(weights, xs, ys, indices)
+
+    losses = jax.vmap(lambda xg, yg: jnp.logaddexp(0.0, -yg * (xg @ params["kernel"]
+                                                                + params["bias"])))(xs, ys)
+    stacked = jax.tree_util.tree_map(lambda v: jnp.stack([v] * num_groups), params)
+    g, aux = grad_fn(stacked)
+    extra = dict(example_losses=losses, example_losses_fn=lambda w: jax.vmap(
+        lambda wg, xg, yg: jnp.logaddexp(0.0, -yg * (xg @ wg["kernel"] + wg["bias"]))
+    )(w, xs, ys))
+    return params, g, aux, grad_fn, extra
+
+
+@pytest.mark.parametrize("name", list(methods.METHODS))
+def test_every_method_builds_and_updates(name):
+    config = config_schema.base_config()
+    config.method = name
+    tx = methods.make_method(config, context())
+    params, g, aux, grad_fn, extra = grouped_problem()
+    out, state = jax.jit(lambda g, s: tx.update(g, s, params, grad_fn=grad_fn, aux=aux,
+                                                **extra))(g, tx.init(params))
+    assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree_util.tree_leaves(out))
+    assert jax.tree_util.tree_structure(out) == jax.tree_util.tree_structure(params)
+    # Passes of the first step (LookSAM's first step is a full SAM step).
+    want = {"sgd": 1, "optimistic": 1, "esam": 1 + config.esam.gamma,
+            "entropy_sgd": config.entropy_sgd.inner_steps}.get(name, 2)
+    assert float(state.info.gradient_evaluations) == pytest.approx(want)
+
+
+def test_optimistic_base_is_optax_ogd_closed_form():
+    config = config_schema.base_config()
+    config.method = "optimistic"
+    config.optimizer.grad_clip_norm = 0.0
+    config.optimizer.schedule = "constant"
+    config.optimistic.beta = 0.5
+    base = methods.base_optimizer(config, 10)
+    params = {"w": jnp.array([1.0, -2.0])}
+    state = base.init(params)
+    grads = [np.array([0.3, 0.1]), np.array([-0.2, 0.4]), np.array([0.5, 0.5])]
+    previous = grads[0]  # optax >= 0.2.4: the first step uses g_0 as g_{-1}
+    for g in grads:
+        updates, state = base.update({"w": jnp.asarray(g)}, state, params)
+        want = -config.optimizer.learning_rate * ((1 + 0.5) * g - 0.5 * previous)
+        np.testing.assert_allclose(updates["w"], want, rtol=1e-6)
+        previous = g
+
+
+def test_rho_schedule_factor():
+    config = config_schema.base_config()
+    schedule = optax.cosine_decay_schedule(0.1, 100)
+    assert methods.rho_factor(config, 100, schedule) is None
+    config.rho_schedule.start_fraction = 0.75
+    factor = methods.rho_factor(config, 100, schedule)
+    assert [float(factor(c)) for c in (0, 74, 75, 99)] == [0.0, 0.0, 1.0, 1.0]
+    config.rho_schedule.start_fraction = 0.0
+    config.rho_schedule.warmup_fraction = 0.1
+    factor = methods.rho_factor(config, 100, schedule)
+    np.testing.assert_allclose([float(factor(c)) for c in (0, 4, 9, 50)],
+                               [0.1, 0.5, 1.0, 1.0], rtol=1e-6)
+    config.rho_schedule.warmup_fraction = 0.0
+    config.rho_schedule.kind = "lr"
+    factor = methods.rho_factor(config, 100, schedule)
+    assert float(factor(50)) == pytest.approx(float(schedule(50)) / 0.1, rel=1e-6)
+
+
+def test_late_phase_steps_cost_one_pass_until_the_start():
+    config = config_schema.base_config()
+    config.rho_schedule.start_fraction = 0.5
+    tx = methods.make_method(config, context(total_steps=4))
+    params, g, aux, grad_fn, _ = grouped_problem()
+    state = tx.init(params)
+    update = jax.jit(lambda g, s: tx.update(g, s, params, grad_fn=grad_fn, aux=aux))
+    made = []
+    for _ in range(4):
+        out, state = update(g, state)
+        made.append(float(state.info.gradient_evaluations))
+        if len(made) <= 2:  # SGD: the mean of the groups' gradients
+            for a, b in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(g)):
+                np.testing.assert_allclose(a, np.mean(b, axis=0), rtol=1e-6)
+    assert made == [1.0, 1.0, 2.0, 2.0]
+
+
+@pytest.mark.parametrize("method, overrides, message", [
+    ("gsam", {"sam.sync_perturbation": True}, "does not support sam.sync_perturbation"),
+    ("looksam", {"grad_accum_steps": 2}, "keeps state from the whole batch"),
+    ("sam", {"grad_accum_steps": 2, "sam.sync_perturbation": True},
+     "never holds at once"),
+    ("extragradient", {"rho_schedule.start_fraction": 0.5}, "applies to a radius"),
+])
+def test_settings_a_method_cannot_run_under(method, overrides, message):
+    config = config_schema.base_config()
+    config.method = method
+    for key, value in overrides.items():
+        section, _, name = key.rpartition(".")
+        (config[section] if section else config)[name] = value
+    assert message in methods.problem(config, per_device_batch=8, microbatch=4)
