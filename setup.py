@@ -35,7 +35,8 @@ setuptools.setup(
         "matplotlib>=3.11",
     ],
     extras_require={
-        "test": ["pytest>=9.2"],
+        # tests/test_install.py builds the wheel without build isolation.
+        "test": ["pytest>=9.2", "setuptools>=65.5", "wheel>=0.48"],
         # Only scripts/benchmark.py's PyTorch comparisons (skipped without it);
         # a large wheel that neither training nor the tests need.
         "benchmark": ["torch>=2.13.0"],

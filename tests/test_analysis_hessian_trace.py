@@ -7,27 +7,13 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
+from helpers import mlp_loss
+from helpers import mlp_problem
 from sam_jax import analysis
 
 
-def mlp_loss(params, batch):
-    hidden = jnp.tanh(batch["x"] @ params["w1"] + params["b1"])
-    logits = hidden @ params["w2"] + params["b2"]
-    return -jnp.mean(jnp.sum(jax.nn.log_softmax(logits) * batch["y"], axis=-1))
-
-
-def mlp_problem(num_examples=24, seed=0):
-    rng = np.random.default_rng(seed)
-    params = {"w1": rng.normal(size=(4, 5)), "b1": rng.normal(size=5) * 0.1,
-              "w2": rng.normal(size=(5, 3)), "b2": rng.normal(size=3) * 0.1}
-    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), params)
-    batch = {"x": rng.normal(size=(num_examples, 4)).astype(np.float32),
-             "y": np.eye(3, dtype=np.float32)[rng.integers(0, 3, num_examples)]}
-    return params, batch
-
-
 def test_trace_and_standard_error_match_the_materialised_hessian():
-    params, batch = mlp_problem()
+    params, batch = mlp_problem(num_examples=24, inputs=4, hidden=5)
     flat, unravel = ravel_pytree(params)
     dense = np.asarray(jax.hessian(lambda x: mlp_loss(unravel(x), batch))(flat),
                        np.float64)

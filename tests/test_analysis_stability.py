@@ -5,23 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import quadratic_data
+from helpers import quadratic_loss
 from sam_jax import analysis
-
-
-def quadratic_rows(eigenvalues, num_examples, seed=0):
-    """Rows a_i with (1/N) sum a_i a_i^T = Q diag(eigenvalues) Q^T, and that matrix."""
-    rng = np.random.default_rng(seed)
-    dim = len(eigenvalues)
-    q, _ = np.linalg.qr(rng.standard_normal((dim, dim)))
-    u, _ = np.linalg.qr(rng.standard_normal((num_examples, dim)))
-    rows = np.sqrt(num_examples) * u @ np.diag(np.sqrt(eigenvalues)) @ q.T
-    return rows.astype(np.float32), q @ np.diag(eigenvalues) @ q.T
-
-
-def quadratic_loss(params, batch):
-    """Mean over examples of 0.5 (a_i . x)^2, x split over two leaves."""
-    x = jnp.concatenate([params["a"], params["b"]])
-    return 0.5 * jnp.mean(jnp.square(batch["a"] @ x))
 
 
 def test_each_edge_is_where_the_quadratic_models_factor_reaches_minus_one():
@@ -52,7 +38,7 @@ def test_each_edge_is_where_the_quadratic_models_factor_reaches_minus_one():
 
 def test_edge_of_stability_on_a_quadratic_of_known_spectrum():
     eigenvalues = np.array([12.0, 6.0, 3.0, 1.0, 0.5, 0.25])
-    rows, hessian = quadratic_rows(eigenvalues, num_examples=30)
+    rows, hessian = quadratic_data(eigenvalues, num_examples=30)
     x = np.random.default_rng(1).normal(size=6).astype(np.float32)
     params = {"a": jnp.asarray(x[:2]), "b": jnp.asarray(x[2:])}
     batches = [{"a": rows[:11]}, {"a": rows[11:]}]

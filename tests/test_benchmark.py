@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from helpers import REPO
+
 SCRIPT = os.path.join(REPO, "scripts", "benchmark.py")
 CASES = ("sam_vs_sgd", "sam_vs_optax", "sam_vs_torch", "input_pipeline", "memory",
          "compile_time", "m_sharpness", "conv_weight_grad")

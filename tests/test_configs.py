@@ -1,11 +1,12 @@
-"""Every config behind every paper table builds and validates, and one SAM
-step of each model family runs at a shrunken size on CPU.
+"""The files in configs/: each loads and validates, every config behind every
+paper table builds and validates, and one SAM step of each model family runs
+at a shrunken size on CPU.
 
 Hyper-parameters are checked against numbers typed from PAPER.md, not read
 from the config files.
 """
 
-import importlib.util
+import glob
 import os
 
 import jax
@@ -14,8 +15,10 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from sam_jax import optimizers
+from helpers import REPO
+from helpers import load_config
 from sam_jax import data
+from sam_jax import optimizers
 from sam_jax import parallel
 from sam_jax import reproduce
 from sam_jax import steps
@@ -23,20 +26,30 @@ from sam_jax import train
 from sam_jax import validate
 from sam_jax.models import get_model
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_MODULES = {}
+
+# ------------------------------------------------------------ every config
+
+@pytest.mark.parametrize("path", sorted(
+    os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "configs", "[!_]*.py"))))
+def test_every_config_loads_and_validates(path):
+    config = load_config(path)
+    config.lock()
+    validate.validate_config(config, num_devices=8)
 
 
-def load_config(config_and_arg: str):
-    """'configs/x.py:ARG' -> get_config(ARG), each file executed once."""
-    path, _, arg = config_and_arg.partition(":")
-    if path not in _MODULES:
-        spec = importlib.util.spec_from_file_location(
-            "config_" + os.path.basename(path).removesuffix(".py"), os.path.join(REPO, path))
-        _MODULES[path] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(_MODULES[path])
-    return _MODULES[path].get_config(arg or None)
+def test_cifar_wrn_config_has_the_papers_hyperparameters():
+    c = load_config("configs/cifar_wrn.py:cifar100,cutout,1800,sam")
+    assert (c.dataset, c.augmentation, c.num_epochs) == ("cifar100", "cutout", 1800)
+    assert (c.optimizer.learning_rate, c.optimizer.weight_decay, c.sam.rho) == (
+        0.05, 1e-3, 0.1)
+    assert (c.batch_size, c.optimizer.grad_clip_norm, c.optimizer.nesterov) == (
+        256, 5.0, True)
+    assert load_config("configs/cifar_wrn.py:sgd").sam.rho == 0.0
+    with pytest.raises(ValueError, match="unknown config arg 'cifar1000'"):
+        load_config("configs/cifar_wrn.py:cifar1000")
 
+
+# ------------------------------------------------------------ every table run
 
 def run_config(run):
     """The locked config a table run trains with (as --config.KEY=VALUE sets it)."""

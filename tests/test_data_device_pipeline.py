@@ -1,14 +1,13 @@
 """Tests of sam_jax.data.device_pipeline against numpy bookkeeping and,
 where TensorFlow is installed, pipeline.eval_batches."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
+from helpers import AugmentSpec
 from sam_jax.data import device_augment
 from sam_jax.data import device_pipeline as dp
 
@@ -17,18 +16,10 @@ BATCH = 64  # 15 steps per epoch, 40 examples dropped each epoch.
 STEPS_PER_EPOCH = NUM_EXAMPLES // BATCH
 
 
-@dataclasses.dataclass(frozen=True)
-class Spec:
-    image_shape: tuple
-    mean: tuple
-    std: tuple
-    flip: bool
-    crop_padding: int
-
-
 # Normalisation is the identity, so 'none' returns the stored pixels.
-IDENTITY = Spec((4, 4, 1), (0.0,), (1.0,), False, 1)
-CIFAR = Spec((32, 32, 3), (125.3, 123.0, 113.9), (63.0, 62.1, 66.7), True, 4)
+IDENTITY = AugmentSpec((4, 4, 1), (0.0,), (1.0,), False, 1)
+CIFAR = AugmentSpec((32, 32, 3), (125.3, 123.0, 113.9), (63.0, 62.1, 66.7), True,
+                    4)
 
 train_batch = jax.jit(dp.train_batch,
                       static_argnames=dp.TRAIN_BATCH_STATIC_ARGNAMES)

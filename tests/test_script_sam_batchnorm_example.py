@@ -1,20 +1,14 @@
 """The runnable BatchNorm example keeps the first pass's statistics and learns."""
 
-import importlib.util
-import os
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
 import sam_jax
+from helpers import load_module
 
-_PATH = os.path.join(os.path.dirname(__file__), "..", "scripts",
-                     "sam_batchnorm_example.py")
-_spec = importlib.util.spec_from_file_location("sam_batchnorm_example", _PATH)
-example = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(example)
+example = load_module("scripts/sam_batchnorm_example.py")
 
 
 def test_one_step_keeps_first_pass_statistics():

@@ -9,26 +9,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from helpers import AugmentSpec
 from sam_jax.data import device_augment as da
 
-
-@dataclasses.dataclass(frozen=True)
-class Spec:
-    """The DatasetSpec fields the augmentations read (registry values)."""
-    image_shape: tuple
-    mean: tuple
-    std: tuple
-    flip: bool
-    crop_padding: int
-
-
+# The registry's values.
 SPECS = {
-    'cifar10': Spec((32, 32, 3), (125.3, 123.0, 113.9), (63.0, 62.1, 66.7),
-                    True, 4),
-    'svhn': Spec((32, 32, 3), (111.6, 113.2, 120.6), (50.5, 51.3, 50.2),
-                 False, 4),
-    'fashion_mnist': Spec((28, 28, 1), (72.94,), (90.02,), True, 4),
-    'digits': Spec((8, 8, 1), (80.0,), (90.0,), False, 1),
+    'cifar10': AugmentSpec((32, 32, 3), (125.3, 123.0, 113.9),
+                           (63.0, 62.1, 66.7), True, 4),
+    'svhn': AugmentSpec((32, 32, 3), (111.6, 113.2, 120.6), (50.5, 51.3, 50.2),
+                        False, 4),
+    'fashion_mnist': AugmentSpec((28, 28, 1), (72.94,), (90.02,), True, 4),
+    'digits': AugmentSpec((8, 8, 1), (80.0,), (90.0,), False, 1),
 }
 
 

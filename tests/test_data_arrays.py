@@ -12,10 +12,11 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import REPO
+from helpers import reference_digits_split
 from sam_jax.data import arrays
 from sam_jax.errors import DatasetUnavailableError
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FASHION_DIR = arrays.DEBIAN_FASHION_MNIST_DIR
 HAVE_DEBIAN_FILES = os.path.isdir(FASHION_DIR)
 FIXTURE_SIZES = {'train': 20, 'test': 10}
@@ -142,25 +143,16 @@ def test_tf_free_path_never_imports_tensorflow(mode, fashion_dir, tmp_path):
 # ------------------------------------------------------------------ digits
 
 
-def sklearn_digits_reference(split):
-    from sklearn.datasets import load_digits
-    digits = load_digits()
-    permutation = np.random.RandomState(0).permutation(1797)
-    indices = {'train': permutation[:1297], 'test': permutation[1297:]}[split]
-    images = np.round(digits.images * 255 / 16).astype(np.uint8)[..., None]
-    return images[indices], digits.target[indices]
-
-
 def test_digits_from_sklearn():
     for split in ('train', 'test'):
         images, labels = arrays.load_split_arrays('digits', split)
-        expected_images, expected_labels = sklearn_digits_reference(split)
+        expected_images, expected_labels = reference_digits_split(split)
         assert images.dtype == np.uint8 and labels.dtype == np.int32
         np.testing.assert_array_equal(images, expected_images)
         np.testing.assert_array_equal(labels, expected_labels)
     (train, _), (held_out, _) = arrays.train_and_eval_arrays(
         'digits', validation_split=True)
-    full, _ = sklearn_digits_reference('train')
+    full, _ = reference_digits_split('train')
     # tfds rounds 90% of 1,297 = 1,167.3 to 1,167.
     np.testing.assert_array_equal(train, full[:1167])
     np.testing.assert_array_equal(held_out, full[1167:])

@@ -1,12 +1,10 @@
 """scripts/update_readme.py copies generated files between include markers."""
 
-import importlib.util
 import os
 
-_PATH = os.path.join(os.path.dirname(__file__), "..", "scripts", "update_readme.py")
-_spec = importlib.util.spec_from_file_location("update_readme", _PATH)
-update_readme = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(update_readme)
+from helpers import load_module
+
+update_readme = load_module("scripts/update_readme.py")
 
 
 def test_inline_replaces_only_the_marked_blocks(tmp_path):

@@ -1,5 +1,6 @@
-"""Faults: preemption (SIGTERM), SIGKILL at any point, a kill during a checkpoint
-write, corrupt checkpoints, a reused workdir, non-finite losses.
+"""python -m sam_jax.main as a process: bad input, and faults: preemption
+(SIGTERM), SIGKILL at any point, a kill during a checkpoint write, corrupt
+checkpoints, a reused workdir, non-finite losses.
 
 Each kill test runs the real command in a subprocess and compares the
 restarted run with an uninterrupted one: final parameters bitwise equal, same
@@ -21,14 +22,16 @@ import jax
 import numpy as np
 import pytest
 
+from helpers import REPO
+from helpers import load_config
+from helpers import truncate_files
+from sam_jax import checkpoint
 from sam_jax import optimizers
 from sam_jax import steps
-from sam_jax import checkpoint
 from sam_jax import train
 from sam_jax.models import get_model
 from sam_jax.preemption import EXIT_PREEMPTED
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Subprocess runs use 2 devices: cheaper to start than 8, still data-parallel.
 SUBPROCESS_DEVICES = 2
 TINY_RUN = [
@@ -98,12 +101,7 @@ def final_state(workdir, config=None):
 
 
 def get_config():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        "quickstart", os.path.join(REPO, "configs", "quickstart.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = load_config("configs/quickstart.py")
     config.model.name = "wrn10_1"
     return config
 
@@ -130,6 +128,40 @@ def same_run(a, b) -> bool:
     results_equal = results_a == results_b
     return params_equal and results_equal and metrics_rows(a) == metrics_rows(b)
 
+
+# ---------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("override, message", [
+    ("--config.model.name=resnet9", "unknown model 'resnet9'; allowed:"),
+    ("--config.sam.rho=-0.1", "sam.rho=-0.1 must be a finite number >= 0"),
+    ("--config.batch_size=100", "batch_size=100 must be a positive multiple of the "
+                                "device count 8"),
+    ("--config.sam.examples_per_perturbation=3",
+     "sam.examples_per_perturbation=3 must divide the per-device batch 8"),
+    ("--config.label_noise=1.0", "label_noise=1.0 must be in [0, 1)"),
+    ("--config.dataset=cifar10", "dataset 'cifar10' is not prepared"),
+    ("--config.dataset=mnist", "unknown dataset 'mnist'; allowed:"),
+    ("--config.augmentation=mixup", "unknown augmentation 'mixup' for digits; allowed:"),
+    ("--config.optimizer.name=lamb", "unknown optimizer 'lamb'; allowed:"),
+])
+def test_bad_input_exits_2_with_one_line_and_no_workdir(tmp_path, override, message,
+                                                       fault_table):
+    workdir = tmp_path / "run"
+    env = dict(os.environ, TFDS_DATA_DIR=str(tmp_path / "tfds"))
+    proc = subprocess.run(
+        [sys.executable, "-m", "sam_jax.main", "--config=configs/quickstart.py",
+         f"--workdir={workdir}", override],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    error_lines = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
+    assert len(error_lines) == 1 and message in error_lines[0], proc.stderr[-2000:]
+    assert not workdir.exists()
+    shown = error_lines[0].replace(str(tmp_path), "TMP")  # the table is machine-free
+    fault_table((f"`{override}`", f"exit code {proc.returncode}, workdir not created: "
+                 f"`{shown}`"))
+
+
+# ---------------------------------------------------------------- kills
 
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory):
@@ -196,14 +228,7 @@ def test_kill_during_a_checkpoint_write_and_a_corrupt_checkpoint(
     child.finish(signal.SIGKILL)
     assert sorted(p for p in os.listdir(checkpoints) if p.isdigit()) == ["10", "20"]
     # Damage the latest complete checkpoint (20): truncate its files.
-    damaged = 0
-    for root, _, files in os.walk(checkpoints / "20"):
-        for name in files:
-            path = os.path.join(root, name)
-            if os.path.getsize(path) > 0:
-                os.truncate(path, os.path.getsize(path) // 2)
-                damaged += 1
-    assert damaged
+    assert truncate_files(checkpoints / "20")
     # A second process starts writing a (large) checkpoint for step 30 into the
     # same directory and is killed while the write is in progress.
     writer = subprocess.Popen([sys.executable, "-c", f"""

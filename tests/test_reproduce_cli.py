@@ -1,0 +1,75 @@
+"""python -m sam_jax.reproduce: plan counts taken by hand from the paper
+(PAPER.md), not from the table modules, so a dropped row fails; bad input."""
+
+import pytest
+
+from helpers import run_reproduce_cli
+
+
+def plan_summary(capsys, *argv, root="/tmp/plan_root"):
+    code, out, _ = run_reproduce_cli(capsys, "plan", f"--root={root}", *argv)
+    assert code == 0
+    last = out.strip().splitlines()[-1]  # "NAME: R runs, P paper cells, C cells with runs"
+    words = last.split()
+    return int(words[1]), int(words[3]), out
+
+
+@pytest.mark.parametrize("table, runs, paper_cells", [
+    # 5 models x 3 augmentations = 15 rows; x {C10, C100} x {SAM, SGD}; 5 seeds.
+    ("table1_cifar", 15 * 2 * 2 * 5, 15 * 2 * 2),
+    # 3 ResNets x 3 epoch budgets x {SAM, SGD} runs; each gives top-1 and top-5.
+    ("table2_imagenet", 3 * 3 * 2, 3 * 3 * 2 * 2),
+    # 9 data sets x {B7, L2} x {SAM, SGD}.
+    ("table3_finetuning", 9 * 2 * 2, 9 * 2 * 2),
+    # 4 noise rates x {SGD, SAM} runs; 5 methods x 4 rates in the paper.
+    ("table4_label_noise", 4 * 2, 5 * 4),
+    # {WRN, Shake-Shake} x {Basic, AA} x {SVHN, F-MNIST} x {SAM, SGD}.
+    ("table5_svhn_fmnist", 2 * 2 * 2 * 2, 2 * 2 * 2 * 2),
+    # m in {1, 4, 16, 64, 256}: a figure, no numbers.
+    ("figure3_m_sharpness", 5, 0),
+    # SGD and SAM runs; lambda_max and the ratio at 3 epochs for each.
+    ("figure3_hessian", 2, 3 * 2 * 2),
+    # Laptop scale: SGD and SAM x 3 seeds; the paper's 4 numbers at 3 of our epochs.
+    ("cpu_scale.sharpness", 2 * 3, 3 * 4),
+])
+def test_plan_counts_runs_and_paper_cells(capsys, table, runs, paper_cells):
+    assert plan_summary(capsys, f"--table={table}")[:2] == (runs, paper_cells)
+
+
+def test_plan_seeds_rows_and_sweep(capsys):
+    assert plan_summary(capsys, "--table=table1_cifar", "--seeds=2")[0] == 120
+    # WRN-28-10 at 200 epochs: 3 augmentations x 4 columns x 5 seeds.
+    assert plan_summary(capsys, "--table=table1_cifar", "--rows=wrn200_*")[:2] == (60, 12)
+    assert plan_summary(capsys, "--table=table4_label_noise",
+                        "--rows=sgd,mixup")[:2] == (4, 8)
+    runs, paper, out = plan_summary(
+        capsys, "--sweep=experiments/sweeps/rho_search.py")
+    assert (runs, paper) == (6, 0)
+    assert "--config.validation_split=True" in out and "--config.sam.rho=0.5" in out
+
+
+def test_plan_prints_the_command_and_workdir(capsys):
+    _, _, out = plan_summary(capsys, "--table=table1_cifar", "--rows=shake_cutout",
+                             "--seeds=1", root="/data/t1")
+    name = "cifar_shake_shake_cifar100_cutout_sgd_seed0"
+    assert f"{name}\n  workdir: /data/t1/{name}\n" in out
+    assert (f"  command: python -m sam_jax.main --config=configs/"
+            f"cifar_shake_shake.py:cifar100,cutout,sgd --workdir=/data/t1/{name} "
+            "--config.seed=0\n") in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["plan", "--table=table9", "--root=/tmp/x"], "unknown table 'table9'"),
+    (["plan", "--table=table1_cifar", "--rows=nope", "--root=/tmp/x"],
+     "unknown row 'nope'"),
+    (["launch", "--table=table1_cifar", "--launcher=k8s", "--root=/tmp/x"],
+     "unknown launcher 'k8s'"),
+    (["collect", "--table=table1_cifar", "--root=/tmp/x", "--format=xml"],
+     "unknown format 'xml'"),
+    (["plan", "--table=table1_cifar"], "--root"),
+    (["frobnicate"], "unknown command 'frobnicate'"),
+])
+def test_bad_input_is_one_line_and_exit_code_2(capsys, argv, message):
+    code, out, err = run_reproduce_cli(capsys, *argv)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and message in err

@@ -1,0 +1,145 @@
+"""Tests of sam_jax.reproduce.collect (and the registry's sharpness readers):
+run states, tables in markdown and CSV, Hessian numbers from analysis.json and
+from the training log."""
+
+import csv
+import io
+import json
+import os
+import time
+
+import pytest
+
+from helpers import run_reproduce_cli
+from helpers import write
+from sam_jax.reproduce import collect
+from sam_jax.reproduce import registry
+
+
+FAKE_TABLE = """
+from sam_jax.reproduce import registry
+
+
+def get_table(seeds=None):
+    def runs(method, rho):
+        return registry.seeded_runs(f"configs/quickstart.py:{method}",
+                                    {"sam.rho": rho}, seeds or 3)
+    return registry.Table(
+        "fake", "Fake", (("r0", "row 0"), ("r1", "row 1")),
+        (("sam", "SAM"), ("sgd", "SGD")),
+        (registry.Cell("r0", "sam", 2.0, runs("sam", 0.1)),
+         registry.Cell("r0", "sgd", 3.0, runs("sgd", 0.0)),
+         registry.Cell("r1", "sam", 4.0, runs("sam", 0.2)),
+         registry.Cell("r1", "sgd", None, ())))
+"""
+
+
+def fake_table_file(tmp_path):
+    path = tmp_path / "fake_table.py"
+    path.write_text(FAKE_TABLE)
+    return str(path)
+
+
+def test_collect_handles_done_failed_running_unfinished_and_missing(tmp_path, capsys):
+    from sam_jax.reproduce import load_table
+    table_file = fake_table_file(tmp_path)
+    table, root = load_table(table_file), str(tmp_path)
+    sam_r0 = table.cell("r0", "sam").runs
+    for run, error in zip(sam_r0, [0.02, 0.03, 0.04]):  # 3 done: 3.00 +- 1.00
+        write(f"{run.workdir(root)}/results.json", {"test_error": error, "steps": 10})
+    sgd_r0 = table.cell("r0", "sgd").runs
+    write(f"{sgd_r0[0].workdir(root)}/results.json", {"test_error": 0.05})
+    write(f"{sgd_r0[1].workdir(root)}/status.json", {"state": "failed", "exit_code": 3})
+    write(f"{sgd_r0[2].workdir(root)}/metrics.jsonl", "{}\n")  # active now: running
+    stale = table.cell("r1", "sam").runs[0].workdir(root)
+    write(f"{stale}/metrics.jsonl", "{}\n")
+    write(f"{stale}/status.json", {"state": "preempted", "exit_code": 75})
+    for name in ("metrics.jsonl", "status.json"):
+        os.utime(f"{stale}/{name}", (time.time() - 3600,) * 2)
+
+    cells, statuses = collect.collect_table(table, root)
+    by_name = {s.name: s.status for s in statuses.values()}
+    assert [by_name[r.name] for r in sgd_r0] == ["done", "failed", "running"]
+    assert [by_name[r.name] for r in table.cell("r1", "sam").runs] == [
+        "unfinished", "missing", "missing"]
+    assert cells[0].mean == pytest.approx(3.0) and cells[0].std == pytest.approx(1.0)
+
+    code, out, _ = run_reproduce_cli(capsys, "collect", "--table=" + table_file,
+                           f"--root={root}", f"--plot={tmp_path}/fig.png")
+    assert code == 0
+    assert "| row 0 | 2.0 | 3.00 +- 1.00 (n=3) | 3.0 | 5.00 (n=1) [2 pending] |" in out
+    assert "| row 1 | 4.0 | (unfinished 1, missing 2) |  |  |" in out
+    assert "Runs: 9 (done 4, running 1, unfinished 1, failed 1, missing 2)" in out
+    assert f"| {sgd_r0[1].name} | failed | exit code 3 (non-finite loss or gradient) |" in out
+    assert "preempted; idle 60 min; launch again to resume" in out
+    assert os.path.getsize(tmp_path / "fig.png") > 0
+
+    code, summary, _ = run_reproduce_cli(capsys, "collect", "--table=" + table_file,
+                               f"--root={root}", "--format=summary")
+    assert code == 0 and summary == out[:out.index("\n\n| run | status |")] + "\n"
+
+    code, out, _ = run_reproduce_cli(capsys, "collect", "--table=" + table_file,
+                           f"--root={root}", "--format=csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 4
+    assert (rows[0]["paper"], rows[0]["mean"], rows[0]["std"], rows[0]["n"]) == (
+        "2.0", "3.0000", "1.0000", "3")
+    assert rows[3]["runs"] == "0" and rows[3]["mean"] == ""
+
+
+def test_collect_reads_hessian_from_analysis_json(tmp_path):
+    from sam_jax.reproduce import load_table
+    table, root = load_table("figure3_hessian"), str(tmp_path)
+    sgd, sam = table.cell("epoch1", "sgd_lmax").runs[0], table.cell("epoch1", "sam_lmax").runs[0]
+    for run in (sgd, sam):
+        write(f"{run.workdir(root)}/results.json",
+              {"test_error": 0.05, "steps": 600, "epochs": 300})
+    # sam_jax.analyze's record of the latest checkpoint (epoch 300).
+    write(f"{sgd.workdir(root)}/analysis.json", {"hessian": {
+        "step": 600, "top_eigenvalues": [20.0, 8.0, 6.0, 4.0, 2.0],
+        "lambda_max": 20.0, "lambda_max_over_lambda_5": 10.0}})
+    cells, statuses = collect.collect_table(table, root)
+    values = {(c.cell.row, c.cell.column): c.mean for c in cells}
+    assert values[("epoch300", "sgd_lmax")] == 20.0
+    assert values[("epoch300", "sgd_ratio")] == 10.0
+    assert values[("epoch1", "sgd_lmax")] is None  # not analysed at epoch 1
+    assert values[("epoch300", "sam_lmax")] is None
+    assert statuses[sam.name].detail.endswith("no hessian in analysis.json")
+
+
+def test_collect_reads_sharpness_logged_during_training(tmp_path):
+    from sam_jax.reproduce import load_table
+    table, root = load_table("figure3_hessian"), str(tmp_path)
+    sgd = table.cell("epoch1", "sgd_lmax").runs[0]
+    # What config.sharpness writes after epochs 1 and 50, and a line cut short
+    # by an attempt that was killed (the record is lost, the others stand).
+    lines = [{"step": 10, "split": "train", "loss": 2.0},
+             {"step": 195, "split": "sharpness", "epoch": 1, "lambda_max": 60.0,
+              "lambda_5": 30.0, "lambda_max_over_lambda_5": 2.0, "m_sharpness": 0.1},
+             {"step": 9750, "split": "sharpness", "epoch": 50, "lambda_max": 12.0,
+              "lambda_5": 8.0, "lambda_max_over_lambda_5": 1.5, "m_sharpness": 0.05}]
+    write(f"{sgd.workdir(root)}/metrics.jsonl",
+          "".join(json.dumps(line) + "\n" for line in lines) + '{"step": 19500, "spl')
+    write(f"{sgd.workdir(root)}/results.json", {"test_error": 0.05})
+    cells, _ = collect.collect_table(table, root)
+    values = {(c.cell.row, c.cell.column): c.mean for c in cells}
+    assert values[("epoch1", "sgd_lmax")] == 60.0
+    assert values[("epoch1", "sgd_ratio")] == 2.0
+    assert values[("epoch50", "sgd_ratio")] == 1.5
+    assert values[("epoch300", "sgd_lmax")] is None
+    m_sharpness = registry.sharpness_metric(50, "m_sharpness")
+    assert m_sharpness(collect.read_outputs(sgd.workdir(root))) == 0.05
+    with pytest.raises(ValueError, match="unknown sharpness quantity 'lambda_min'"):
+        registry.sharpness_metric(1, "lambda_min")
+
+
+def test_sharpness_logged_during_training_wins_over_a_later_analysis(tmp_path):
+    # Both describe epoch 300; the log's subset is the one of epochs 1 and 50.
+    outputs = {"results": {"steps": 600, "epochs": 300},
+               "sharpness": [{"step": 600, "split": "sharpness", "epoch": 300,
+                              "lambda_max": 5.0, "lambda_max_over_lambda_5": 2.0}],
+               "analysis": {"hessian": {"step": 600, "lambda_max": 7.0,
+                                        "lambda_max_over_lambda_5": 3.0}}}
+    assert registry.sharpness_metric(300, "lambda_max")(outputs) == 5.0
+    del outputs["sharpness"]
+    assert registry.sharpness_metric(300, "lambda_max")(outputs) == 7.0
