@@ -116,8 +116,12 @@ def entropy_sgd(*, inner_steps: int = 5, gamma: float = 0.03, scoping: float = 1
 
         first_aux = None if aux_init is None else jax.tree_util.tree_map(
             lambda a: jnp.zeros(jnp.shape(a), jnp.result_type(a)), aux_init)
-        (x_prime, mu, _, last_aux), _ = jax.lax.scan(
-            inner, (x, x, zeros, first_aux), jnp.arange(inner_steps))
+        # Unrolled: XLA:CPU runs a model's passes inside a while loop many times
+        # slower than the same passes unrolled (measured: 14x for WRN-10-1 at L = 5).
+        carry = (x, x, zeros, first_aux)
+        for i in range(inner_steps):
+            carry, _ = inner(carry, i)
+        x_prime, mu, _, last_aux = carry
         out = jax.tree_util.tree_map(lambda xc, m, w: ((xc - m) / lr_scale).astype(w.dtype),
                                      x, mu, params)
         stacked = broadcast_groups(out, num_groups)

@@ -37,14 +37,17 @@ class SAMPaState(NamedTuple):
 
 
 def sampa(rho: float, *, mix: float = 0.2, learning_rate: ScalarOrSchedule = 0.1,
-          eps: float = 1e-12, axis_name: AxisName = None, grouped: bool = False,
-          aux_init=None) -> optax.GradientTransformationExtraArgs:
+          fused: bool = True, eps: float = 1e-12, axis_name: AxisName = None,
+          grouped: bool = False, aux_init=None) -> optax.GradientTransformationExtraArgs:
     """SAMPa: SAM's two gradients from last step's information, in one pass.
 
     Args:
       rho: the radius of the perturbation along h.
       mix: the weight of grad f(y_{t+1}) (the authors' lambda, "og", 0.2).
       learning_rate: the base optimizer's learning rate (schedule), for y.
+      fused: evaluate the two gradients as one pass over the stacked pair
+        (vmap); False: one after the other (the same numbers; faster on
+        XLA:CPU, whose convolutions with a batch of weight sets are slow).
       eps, axis_name, grouped, aux_init: as in `sam_jax.sam`.
     """
     check_rho("sampa", rho)
@@ -71,12 +74,15 @@ def sampa(rho: float, *, mix: float = 0.2, learning_rate: ScalarOrSchedule = 0.1
             lambda w, x: (w.astype(jnp.float32) + scale * x).astype(w.dtype), params, h)
         optimistic = jax.tree_util.tree_map(
             lambda w, x: (w.astype(jnp.float32) - lr * x).astype(w.dtype), params, h)
-        pair = jax.tree_util.tree_map(
-            lambda a, b: jnp.stack([a, b]), broadcast_groups(perturbed, num_groups),
-            broadcast_groups(optimistic, num_groups))
-        outputs = jax.vmap(lambda weights: split_aux(grad_fn(weights), has_aux))(
-            per_device(pair, axis_name))
-        grads, aux_pair = outputs
+        points = [per_device(broadcast_groups(p, num_groups), axis_name)
+                  for p in (perturbed, optimistic)]
+        evaluate = lambda weights: split_aux(grad_fn(weights), has_aux)
+        if fused:
+            pair = jax.tree_util.tree_map(lambda a, b: jnp.stack([a, b]), *points)
+            grads, aux_pair = jax.vmap(evaluate)(pair)
+        else:
+            outputs = [evaluate(weights) for weights in points]
+            grads, aux_pair = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *outputs)
         g_perturbed = jax.tree_util.tree_map(lambda x: x[0], grads)
         g_optimistic = jax.tree_util.tree_map(lambda x: x[1], grads)
         out = jax.tree_util.tree_map(

@@ -14,7 +14,7 @@ def base_config() -> ml_collections.ConfigDict:
     # Data.
     config.dataset = "cifar10"  # see sam_jax.data.DATASETS
     config.data_dir = ml_collections.config_dict.placeholder(str)  # tfds data_dir
-    config.augmentation = "basic"  # see sam_jax.data.TRAINING_AUGMENTATIONS
+    config.augmentation = "basic"  # see sam_jax.data.specs.IN_MEMORY_AUGMENTATIONS
     # Training / evaluation resolution; None is the data set's own (224 for the
     # streamed ones). In-memory images (CIFAR) are resized up to it after
     # augmentation (finetuning at the model's resolution).
@@ -23,6 +23,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.randaugment.num_layers = 2
     config.randaugment.magnitude = 9
     config.validation_split = False  # hold out 10% of train (the rho search)
+    # In-memory data sets: train on the first N examples of the training split
+    # only (a fixed subset: the split's stored order, whatever the seed);
+    # with validation_split, its last 10% is held out. None: all of them.
+    config.train_subset = ml_collections.config_dict.placeholder(int)
     config.label_noise = 0.0  # symmetric noise rate on training labels, [0, 1)
     config.label_noise_seed = 0
 
@@ -115,6 +119,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.sampa = ml_collections.ConfigDict()
     config.sampa.rho = 0.1
     config.sampa.mix = 0.2  # weight of the optimistic gradient (the authors' lambda)
+    # The two gradients as one vmapped pass ("yes"), one after the other
+    # ("no"), or "auto": fused except on CPU, where XLA's convolutions with a
+    # batch of weight sets are slower than two passes.
+    config.sampa.fused = "auto"
     config.extragradient = ml_collections.ConfigDict()
     config.extragradient.gamma_scale = 1.0  # gamma_t = gamma_scale * lr_t
     config.optimistic = ml_collections.ConfigDict()
@@ -136,6 +144,18 @@ def base_config() -> ml_collections.ConfigDict:
     config.rho_schedule.kind = "constant"
     config.rho_schedule.warmup_fraction = 0.0
     config.rho_schedule.start_fraction = 0.0
+
+    # Stochastic Weight Averaging over any method (sam_jax/swa.py): the
+    # weights are averaged from start_fraction of the epochs (None: off),
+    # every cycle_epochs epochs; learning_rate None keeps the base schedule
+    # (WASAM), else the SWA paper's decay to it ("constant") or its cycles from
+    # cycle_max_learning_rate down to it ("cyclic").
+    config.swa = ml_collections.ConfigDict()
+    config.swa.start_fraction = ml_collections.config_dict.placeholder(float)
+    config.swa.cycle_epochs = 1
+    config.swa.learning_rate = ml_collections.config_dict.placeholder(float)
+    config.swa.schedule = "constant"
+    config.swa.cycle_max_learning_rate = ml_collections.config_dict.placeholder(float)
 
     # Each device's batch runs as this many microbatches one after another;
     # their gradients are averaged into one update (m must divide a microbatch).

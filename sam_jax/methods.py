@@ -13,6 +13,7 @@ actually made (a late-phase or LookSAM step varies) and the wall-clock time.
 import dataclasses
 from typing import Callable, Optional
 
+import jax
 import optax
 
 from sam_jax import _entropy_sgd
@@ -142,7 +143,9 @@ def _build_rwp(config, ctx):
 
 def _build_sampa(config, ctx):
     c = config.sampa
-    return _sampa.sampa(c.rho, mix=c.mix, learning_rate=ctx.learning_rate, **_common(ctx))
+    fused = {"yes": True, "no": False}.get(c.fused, jax.default_backend() != "cpu")
+    return _sampa.sampa(c.rho, mix=c.mix, learning_rate=ctx.learning_rate, fused=fused,
+                        **_common(ctx))
 
 
 def _build_extragradient(config, ctx):
@@ -218,12 +221,13 @@ def radius_value(config, method: Method) -> Optional[float]:
     return config[section][key]
 
 
-def base_optimizer(config, total_steps: int) -> optax.GradientTransformation:
+def base_optimizer(config, total_steps: int, steps_per_epoch=None
+                   ) -> optax.GradientTransformation:
     """The base optimizer the method steps with (clipping first)."""
     method = get(config.method)
     if method.base == "sgd":
-        return optimizers.make_optimizer(config, total_steps)
-    schedule = optimizers.learning_rate_schedule(config, total_steps)
+        return optimizers.make_optimizer(config, total_steps, steps_per_epoch)
+    schedule = optimizers.learning_rate_schedule(config, total_steps, steps_per_epoch)
     if method.base == "optimistic":
         inner = optax.optimistic_gradient_descent(
             schedule, alpha=config.optimistic.alpha, beta=config.optimistic.beta)

@@ -4,14 +4,27 @@ Weight decay is not here: it is an L2 term of the loss (see steps.py), as in
 the official code, so it enters SAM's perturbation too.
 """
 
+from typing import Optional
+
 import optax
 
+from sam_jax import swa
 
-def learning_rate_schedule(config, total_steps: int) -> optax.Schedule:
+
+def learning_rate_schedule(config, total_steps: int,
+                           steps_per_epoch: Optional[int] = None) -> optax.Schedule:
+    """The paper's cosine (no warm-up) or a constant rate; with SWA and its own
+    learning rate, SWA's schedule (swa.py; needs steps_per_epoch)."""
     opt = config.optimizer
-    if opt.schedule == "cosine":  # the paper's: cosine, no warm-up
-        return optax.cosine_decay_schedule(opt.learning_rate, total_steps)
-    return optax.constant_schedule(opt.learning_rate)
+    if opt.schedule == "cosine":
+        base = optax.cosine_decay_schedule(opt.learning_rate, total_steps)
+    else:
+        base = optax.constant_schedule(opt.learning_rate)
+    if swa.enabled(config) and config.swa.learning_rate is not None:
+        if not steps_per_epoch:
+            raise ValueError("SWA's learning-rate schedule needs steps_per_epoch")
+        return swa.learning_rate_schedule(config, base, total_steps, steps_per_epoch)
+    return base
 
 
 def clipped(config, optimizer: optax.GradientTransformation
@@ -23,10 +36,11 @@ def clipped(config, optimizer: optax.GradientTransformation
     return optax.chain(*parts, optimizer)
 
 
-def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
+def make_optimizer(config, total_steps: int, steps_per_epoch: Optional[int] = None
+                   ) -> optax.GradientTransformation:
     """Clipping, then the base optimizer (SGD with momentum, or RMSProp)."""
     opt = config.optimizer
-    schedule = learning_rate_schedule(config, total_steps)
+    schedule = learning_rate_schedule(config, total_steps, steps_per_epoch)
     if opt.name == "rmsprop":  # the official code's EfficientNet settings
         return clipped(config, optax.rmsprop(schedule, decay=0.9, eps=1e-3,
                                              momentum=opt.momentum or None))

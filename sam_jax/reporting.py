@@ -1,13 +1,37 @@
-"""What a run leaves behind: progress lines, metrics.jsonl, TensorBoard events."""
+"""What a run leaves behind: progress lines, metrics.jsonl, TensorBoard events.
+
+TensorBoard events are written with the `tensorboard` package's own event
+writer, without TensorFlow; where `tensorboard` is not installed (the
+accelerator machines, say) the run writes metrics.jsonl only and says so once.
+"""
 
 import json
-import os
+import sys
 import time
 from typing import Mapping
 
-import tensorflow as tf
-
 from sam_jax import workdir as workdir_lib
+
+
+class _TensorBoard:
+    """Scalar summaries in an events file, through tensorboard's writer."""
+
+    def __init__(self, directory: str):
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        self._event, self._summary = event_pb2.Event, summary_pb2.Summary
+        self._writer = EventFileWriter(directory)
+
+    def write(self, step: int, scalars: Mapping[str, float]) -> None:
+        summary = self._summary(value=[
+            self._summary.Value(tag=name, simple_value=value)
+            for name, value in scalars.items()])
+        self._writer.add_event(self._event(wall_time=time.time(), step=step,
+                                           summary=summary))
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 class MetricsWriter:
@@ -18,8 +42,12 @@ class MetricsWriter:
         if not enabled:
             return
         self._jsonl = open(workdir_lib.path(workdir, workdir_lib.METRICS_FILE), "a")
-        self._tb = tf.summary.create_file_writer(
-            workdir_lib.path(workdir, workdir_lib.TENSORBOARD_DIR))
+        try:
+            self._tb = _TensorBoard(workdir_lib.path(workdir, workdir_lib.TENSORBOARD_DIR))
+        except ImportError:
+            self._tb = None
+            print("note: the tensorboard package is not installed; metrics go to "
+                  f"{workdir_lib.METRICS_FILE} only", file=sys.stderr, flush=True)
 
     def write(self, step: int, split: str, scalars: Mapping[str, float]) -> None:
         if not self.enabled:
@@ -27,15 +55,15 @@ class MetricsWriter:
         scalars = {k: float(v) for k, v in scalars.items()}
         self._jsonl.write(json.dumps({"step": step, "split": split, **scalars}) + "\n")
         self._jsonl.flush()
-        with self._tb.as_default(step=step):
-            for name, value in scalars.items():
-                tf.summary.scalar(f"{split}/{name}", value)
-        self._tb.flush()
+        if self._tb is not None:
+            self._tb.write(step, {f"{split}/{name}": value
+                                  for name, value in scalars.items()})
 
     def close(self) -> None:
         if self.enabled:
             self._jsonl.close()
-            self._tb.close()
+            if self._tb is not None:
+                self._tb.close()
 
 
 class Progress:

@@ -68,6 +68,8 @@ class TrainState:
     train_seconds: wall-clock seconds of training so far (compilation,
       evaluation and checkpoints left out), set by the loop at reports and
       checkpoints.
+    swa: with Stochastic Weight Averaging (swa.py), {"params": the average,
+      "count": the weights averaged}; None without it.
     nonfinite_steps / first_nonfinite_step: count and first step (-1: none) whose
       loss or gradient was not finite; checked on the host only at reports and
       checkpoints, so the loop never waits on the device.
@@ -81,6 +83,7 @@ class TrainState:
     train_seconds: jnp.ndarray
     nonfinite_steps: jnp.ndarray
     first_nonfinite_step: jnp.ndarray
+    swa: Any = None
 
 
 def metric_names(params) -> tuple:
@@ -92,25 +95,29 @@ def zero_metrics_sum(names):
     return {name: jnp.zeros([], jnp.float32) for name in tuple(names) + ("steps",)}
 
 
-def new_train_state(params, batch_stats, opt_state) -> TrainState:
+def new_train_state(params, batch_stats, opt_state, with_swa: bool = False
+                    ) -> TrainState:
+    from sam_jax import swa  # the average's empty state
     return TrainState(step=jnp.zeros([], jnp.int32), params=params,
                       batch_stats=batch_stats, opt_state=opt_state,
                       metrics_sum=zero_metrics_sum(metric_names(params)),
                       gradient_evaluations=jnp.zeros([], jnp.float32),
                       train_seconds=jnp.zeros([], jnp.float32),
                       nonfinite_steps=jnp.zeros([], jnp.int32),
-                      first_nonfinite_step=jnp.full([], -1, jnp.int32))
+                      first_nonfinite_step=jnp.full([], -1, jnp.int32),
+                      swa=swa.empty(params) if with_swa else None)
 
 
 def initial_state(seed: int, model, tx: optax.GradientTransformation,
-                  image_shape) -> TrainState:
+                  image_shape, with_swa: bool = False) -> TrainState:
     """The step-0 state: the model initialised from `seed`, the optimizer's state."""
     key = jax.random.PRNGKey(seed)
     variables = model.init({"params": key, "dropout": key},
                            jnp.zeros((1,) + tuple(image_shape), jnp.float32),
                            train=False)
     params = variables["params"]
-    return new_train_state(params, variables.get("batch_stats", {}), tx.init(params))
+    return new_train_state(params, variables.get("batch_stats", {}), tx.init(params),
+                           with_swa)
 
 
 def cross_entropy(logits, labels, label_smoothing: float = 0.0):

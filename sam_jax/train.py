@@ -10,7 +10,7 @@ where it stopped.
 import json
 import os
 import time
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +27,7 @@ from sam_jax import preemption
 from sam_jax import pretrained
 from sam_jax import reporting
 from sam_jax import steps
+from sam_jax import swa
 from sam_jax import validate
 from sam_jax import workdir as workdir_lib
 from sam_jax.models import get_model
@@ -41,7 +42,8 @@ def from_pretrained(config, state: steps.TrainState, tx) -> tuple[steps.TrainSta
     """
     params, batch_stats, head_kept = pretrained.load(config, state.params,
                                                      state.batch_stats)
-    return steps.new_train_state(params, batch_stats, tx.init(params)), head_kept
+    return steps.new_train_state(params, batch_stats, tx.init(params),
+                                 with_swa=state.swa is not None), head_kept
 
 
 def examples_per_perturbation(config, per_device_batch: int) -> int:
@@ -63,13 +65,14 @@ class TrainingChain(NamedTuple):
     tx: optax.GradientTransformationExtraArgs
 
 
-def training_chain(config, total_steps: int) -> TrainingChain:
+def training_chain(config, total_steps: int,
+                   steps_per_epoch: Optional[int] = None) -> TrainingChain:
     """The method (grouped form, per-device axis) and the base optimizer."""
-    schedule = optimizers.learning_rate_schedule(config, total_steps)
+    schedule = optimizers.learning_rate_schedule(config, total_steps, steps_per_epoch)
     method = methods.make_method(config, methods.Context(
         axis_name=steps.AXIS, aux_init=steps.aux_example(), learning_rate=schedule,
         total_steps=total_steps, seed=config.seed))
-    base = methods.base_optimizer(config, total_steps)
+    base = methods.base_optimizer(config, total_steps, steps_per_epoch)
     return TrainingChain(method, base, optax.chain(method, base))
 
 
@@ -99,7 +102,7 @@ class NonFiniteError(RuntimeError):
 def evaluate(p_eval_step, state, mesh, inputs: data.RunInputs) -> dict:
     totals = None
     for batch in inputs.eval_batches():
-        sums = p_eval_step(state, parallel.global_batch(mesh, batch))
+        sums = p_eval_step(state, batch)
         totals = sums if totals is None else jax.tree_util.tree_map(
             jnp.add, totals, sums)
     totals = jax.device_get(totals)
@@ -198,23 +201,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if not resuming:
         validate.validate_pretrained(config)
     is_main = jax.process_index() == 0
-    inputs = data.prepare_inputs(config, jax.process_index(), jax.process_count())
+    mesh = parallel.make_mesh()
+    inputs = data.prepare_inputs(config, mesh, steps.AXIS)
     spec = inputs.spec
     workdir_lib.check_workdir(config, workdir, overwrite)
     steps_per_epoch = data.steps_per_epoch(inputs.num_train_examples, config.batch_size)
     total_steps = config.num_steps or config.num_epochs * steps_per_epoch
 
-    mesh = parallel.make_mesh()
     model = get_model(config.model.name, spec.num_classes)
-    chain = training_chain(config, total_steps)
+    chain = training_chain(config, total_steps, steps_per_epoch)
     tx = chain.tx
+    num_epochs = total_steps // steps_per_epoch
     p_train_step = parallel.shard_train_step(
         train_step_from_config(config, model, chain, num_devices), mesh)
     p_eval_step = parallel.jit_eval_step(steps.make_eval_step(model), mesh)
 
     def starting_state(finetune: bool):
         """The step-0 state, replicated, and a note on where finetuning starts."""
-        state, note = steps.initial_state(config.seed, model, tx, inputs.image_shape), None
+        state = steps.initial_state(config.seed, model, tx, inputs.image_shape,
+                                    with_swa=swa.enabled(config))
+        note = None
         if finetune:
             state, head_kept = from_pretrained(config, state, tx)
             note = (f"from pretrained {config.pretrained.path} (" +
@@ -250,12 +256,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         print(f"{'resuming at' if start_step else 'starting'} step {start_step}"
               f"/{total_steps} ({total_steps / steps_per_epoch:g} epochs of {steps_per_epoch} "
               f"steps, {num_devices} devices, {inputs.num_train_examples} training "
-              f"and {inputs.num_eval_examples} evaluation examples)"
+              f"and {inputs.num_eval_examples} evaluation examples, "
+              f"{inputs.pipeline} input pipeline)"
               + (f" {finetune_note}" if finetune_note else ""), flush=True)
 
     writer = reporting.MetricsWriter(workdir, enabled=is_main)
     progress = reporting.Progress(start_step, total_steps)
-    lr_fn = optimizers.learning_rate_schedule(config, total_steps)
+    lr_fn = optimizers.learning_rate_schedule(config, total_steps, steps_per_epoch)
+    swa_add = jax.jit(lambda s: s.replace(swa=swa.add(s.swa, s.params)), donate_argnums=0)
     base_key = jax.random.PRNGKey(config.seed)
     train_batches = inputs.train_batches(start_step, total_steps)
     # Compiled before the clock starts: train_seconds leave compilation out.
@@ -281,6 +289,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         stopwatch.start()
         return state
 
+    def evaluations(state, done):
+        """("eval", metrics) of the weights and, with SWA, ("swa_eval", metrics)
+        of the average with its BatchNorm statistics recomputed (swa.py) on the
+        training batches of the epoch that ends at `done`."""
+        yield "eval", evaluate(p_eval_step, state, mesh, inputs)
+        if state.swa is None or int(jax.device_get(state.swa["count"])) == 0:
+            return
+        epoch_start = max(done - steps_per_epoch, 0)
+        batch_stats = swa.batch_norm_statistics(
+            model, state.swa["params"], state.batch_stats,
+            inputs.train_batches(epoch_start, epoch_start + steps_per_epoch),
+            seed=config.seed)
+        averaged = state.replace(params=state.swa["params"], batch_stats=batch_stats)
+        yield "swa_eval", evaluate(p_eval_step, averaged, mesh, inputs)
+
     def measure_sharpness(state, done):
         from sam_jax import analysis  # imported on use: most runs never need it
         sharp = config.sharpness
@@ -297,25 +320,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     with preemption.SigtermWatcher() as sigterm:
         stopwatch.start()
-        for step, batch in zip(range(start_step, total_steps),
-                               data.as_numpy_iterator(train_batches)):
-            state = compiled_step(state, parallel.global_batch(mesh, batch), base_key)
+        for step, batch in zip(range(start_step, total_steps), train_batches):
+            state = compiled_step(state, batch, base_key)
             done = step + 1
             if done % config.log_every_steps == 0 or done == total_steps:
                 check_finite(state)
                 jax.block_until_ready(state)
                 state = _report_train(state, done, lr_fn, progress, writer, is_main,
                                       total_steps, steps_per_epoch, stopwatch.read())
+            if swa.is_averaging_step(config, done, steps_per_epoch, num_epochs):
+                state = swa_add(state)
             if (done % steps_per_epoch == 0 and done != total_steps and
                     (done // steps_per_epoch) % config.eval_every_epochs == 0):
                 jax.block_until_ready(state)
                 stopwatch.pause()
-                eval_metrics = evaluate(p_eval_step, state, mesh, inputs)
-                writer.write(done, "eval", eval_metrics)
-                if is_main:
-                    print(f"eval step {done} epoch {done // steps_per_epoch}: " +
-                          " ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()),
-                          flush=True)
+                for split, eval_metrics in evaluations(state, done):
+                    writer.write(done, split, eval_metrics)
+                    if is_main:
+                        print(f"{split} step {done} epoch {done // steps_per_epoch}: " +
+                              " ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()),
+                              flush=True)
                 stopwatch.start()
             if (config.sharpness.every_epochs and done % steps_per_epoch == 0 and
                     sharpness_epoch(done // steps_per_epoch,
@@ -335,11 +359,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     state = save_checkpoint(state)
     stopwatch.pause()
     manager.wait_until_finished()
-    results = evaluate(p_eval_step, state, mesh, inputs)
-    writer.write(total_steps, "eval", results)
-    writer.close()
     split_name = "validation" if config.validation_split else "test"
-    results = {f"{split_name}_{k}": v for k, v in results.items()}
+    results = {}
+    for split, eval_metrics in evaluations(state, total_steps):
+        writer.write(total_steps, split, eval_metrics)
+        prefix = split_name if split == "eval" else f"swa_{split_name}"
+        results.update({f"{prefix}_{k}": v for k, v in eval_metrics.items()})
+    writer.close()
     results.update(steps=total_steps, epochs=total_steps / steps_per_epoch,
                    skipped_steps=int(jax.device_get(state.nonfinite_steps)),
                    method=config.method,

@@ -36,7 +36,7 @@ def validate_config(config, num_devices: int) -> None:
     _check(config.dataset in data.DATASETS,
            f"unknown dataset {config.dataset!r}; allowed: {_allowed(data.DATASETS)}")
     spec = data.DATASETS[config.dataset]
-    augmentations = (data.TRAINING_AUGMENTATIONS if spec.in_memory
+    augmentations = (data.IN_MEMORY_AUGMENTATIONS if spec.in_memory
                      else data.STREAMING_AUGMENTATIONS)
     _check(config.augmentation in augmentations,
            f"unknown augmentation {config.augmentation!r} for {config.dataset}; "
@@ -50,6 +50,9 @@ def validate_config(config, num_devices: int) -> None:
     _check(config.optimizer.schedule in OPTIMIZER_SCHEDULES,
            f"unknown optimizer.schedule {config.optimizer.schedule!r}; allowed: "
            f"{_allowed(OPTIMIZER_SCHEDULES)}")
+    _check(config.train_subset is None or (spec.in_memory and config.train_subset >= 1),
+           f"train_subset={config.train_subset!r} must be >= 1 (or None: all) and "
+           "needs an in-memory data set")
     _check(0.0 <= config.label_noise < 1.0,
            f"label_noise={config.label_noise!r} must be in [0, 1)")
     _check(config.image_size is None or config.image_size >= 1,
@@ -150,6 +153,8 @@ def validate_method(config, per_device_batch: int) -> None:
     _number(config, "esam.gamma", 0, 1, low_open=True)
     _number(config, "rwp.mix", 0, 1)
     _number(config, "sampa.mix", 0, 1)
+    _check(config.sampa.fused in ("auto", "yes", "no"),
+           f"unknown sampa.fused {config.sampa.fused!r}; allowed: auto, no, yes")
     _number(config, "entropy_sgd.inner_steps", 1, integer=True)
     _number(config, "entropy_sgd.inner_lr", 0, low_open=True)
     _number(config, "entropy_sgd.mean_decay", 0, 1, high_open=True)
@@ -174,6 +179,9 @@ def validate_method(config, per_device_batch: int) -> None:
            f"of sam.examples_per_perturbation={m}")
     problem = methods.problem(config, per_device_batch=per_device_batch,
                               microbatch=microbatch)
+    _check(problem is None, problem or "")
+    from sam_jax import swa
+    problem = swa.check(config)
     _check(problem is None, problem or "")
 
 

@@ -159,20 +159,20 @@ def test_one_sam_step_of_each_model_family(family):
     if config.image_size:
         config.image_size = 32
     validate.validate_config(config, jax.device_count())
+    mesh = parallel.make_mesh()
     with tfds.testing.mock_data(num_examples=16):
-        inputs = data.prepare_inputs(config)
-        batch = next(data.as_numpy_iterator(inputs.train_batches(0, 1)))
+        inputs = data.prepare_inputs(config, mesh, steps.AXIS)
+        batch = next(inputs.train_batches(0, 1))
     model = get_model(small_model, inputs.spec.num_classes)
     chain = train.training_chain(config, total_steps=100)
     params, batch_stats = quick_variables(model, inputs.image_shape)
     state = steps.new_train_state(params, batch_stats, chain.tx.init(params))
     before = jax.tree_util.tree_map(np.asarray, (state.params, state.batch_stats))
-    mesh = parallel.make_mesh()
     step = parallel.shard_train_step(
         train.train_step_from_config(config, model, chain, jax.device_count()), mesh)
     state = step(jax.device_put(jax.tree_util.tree_map(jnp.copy, state),
                                 parallel.replicated(mesh)),
-                 parallel.global_batch(mesh, batch), jax.random.PRNGKey(0))
+                 batch, jax.random.PRNGKey(0))
     metrics = jax.device_get(state.metrics_sum)
     assert np.isfinite(metrics["loss"]) and np.isfinite(metrics["clean_loss"])
     assert metrics["grad_norm"] > 0

@@ -51,3 +51,17 @@ def test_gradient_at_w_is_not_used():
     b, _ = tx.update(garbage, state, params, grad_fn=grad_fn)
     for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_array_equal(u, v)
+
+
+def test_fused_and_sequential_evaluation_agree():
+    params, x, y = logreg.problem(seed=22)
+    grad_fn = logreg.jax_grad_fn(x, y)
+    outs = []
+    for fused in (True, False):
+        tx = _sampa.sampa(0.2, mix=0.3, learning_rate=0.1, fused=fused)
+        state = tx.init(params)
+        for _ in range(3):
+            out, state = tx.update(grad_fn(params), state, params, grad_fn=grad_fn)
+        outs.append(out)
+    for a, b in zip(jax.tree_util.tree_leaves(outs[0]), jax.tree_util.tree_leaves(outs[1])):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)

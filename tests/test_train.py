@@ -2,6 +2,7 @@
 data, learning and bit-for-bit resumption on digits, sharpness logging, and a
 short finetuning run from a converted checkpoint."""
 
+import dataclasses
 import glob
 import json
 import os
@@ -57,15 +58,20 @@ class Interrupted(Exception):
 
 
 def interrupt_after(num_batches, monkeypatch):
-    """Makes the training data iterator die after `num_batches` batches."""
-    real = data.as_numpy_iterator
+    """Makes the training batches die after `num_batches` batches."""
+    real = data.prepare_inputs
 
-    def dying(ds):
-        for i, batch in enumerate(real(ds)):
-            if i == num_batches:
-                raise Interrupted
-            yield batch
-    monkeypatch.setattr(data, "as_numpy_iterator", dying)
+    def prepare(*args, **kwargs):
+        inputs = real(*args, **kwargs)
+        real_batches = inputs.train_batches
+
+        def dying(start, stop):
+            for i, batch in enumerate(real_batches(start, stop)):
+                if i == num_batches:
+                    raise Interrupted
+                yield batch
+        return dataclasses.replace(inputs, train_batches=dying)
+    monkeypatch.setattr(data, "prepare_inputs", prepare)
 
 
 def final_params(workdir, config):

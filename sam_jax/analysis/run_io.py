@@ -118,29 +118,21 @@ def training_examples(config, spec: data.DatasetSpec,
                       num_examples: int) -> tuple[np.ndarray, np.ndarray]:
     """The first `num_examples` training examples: float32 normalised images, labels.
 
-    The run's training split with the trainer's label noise
-    (`data.prepare_inputs`), without augmentation. RunError if the data set is
-    not held in memory (streamed ImageNet-scale sets) or has fewer examples.
+    The run's training split with the trainer's label noise (the trainer's
+    own loader, `run_inputs.in_memory_arrays`), without augmentation. RunError
+    if the data set is not held in memory (streamed ImageNet-scale sets) or
+    has fewer examples.
     """
+    from sam_jax.data import device_augment
+    from sam_jax.data import run_inputs
     if not getattr(spec, "in_memory", True):
         raise RunError(f"dataset {config.dataset!r} is streamed; the analysis needs "
                        "an in-memory training split")
-    try:
-        inputs = data.prepare_inputs(config)  # the trainer's own label noise
-        train_split, _ = data.train_and_eval_splits(spec, config.validation_split)
-        images, labels = data.load_split(config.dataset, train_split, config.data_dir)
-    except data.DatasetUnavailableError as e:
-        raise RunError(str(e)) from e
-    if len(labels) != inputs.num_train_examples:
-        raise RunError(f"the training split of {config.dataset!r} has {len(labels)} "
-                       f"examples, the trainer's {inputs.num_train_examples}")
-    if inputs.corrupted is not None:
-        labels = np.array(labels)
-        labels[inputs.corrupted] = inputs.noisy_labels
+    (images, labels), _, _ = run_inputs.in_memory_arrays(config, spec)
     if not 1 <= num_examples <= len(labels):
         raise RunError(f"num_examples={num_examples} must be in [1, {len(labels)}] "
                        f"(the training examples of {config.dataset!r})")
-    images = data.preprocess_for_eval(images[:num_examples], spec).numpy()
+    images = device_augment.preprocess_for_eval(images[:num_examples], spec)
     return np.asarray(images, np.float32), np.asarray(labels[:num_examples], np.int32)
 
 

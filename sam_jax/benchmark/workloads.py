@@ -21,7 +21,7 @@ from sam_jax import parallel
 from sam_jax import steps
 from sam_jax import train
 from sam_jax.data import pipeline
-from sam_jax.data.sources import get_spec
+from sam_jax.data.specs import get_spec
 from sam_jax.models import conv as conv_module
 from sam_jax.models import get_model
 

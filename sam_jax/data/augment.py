@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import tensorflow as tf
 
 from sam_jax.data import autoaugment as autoaugment_lib
-from sam_jax.data.sources import DatasetSpec
+from sam_jax.data.specs import DatasetSpec
 
 # DeVries & Taylor (2017) cut a 16x16 square out of 32x32 CIFAR images.
 _CUTOUT_SIZE = 16

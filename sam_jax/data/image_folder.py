@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from sam_jax.data.sources import absolute_split_ranges
-from sam_jax.data.sources import DatasetSpec
+from sam_jax.data.specs import DatasetSpec
 from sam_jax.data.sources import DatasetUnavailableError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')

@@ -20,7 +20,9 @@ import tensorflow as tf
 
 from sam_jax.data import autoaugment as autoaugment_lib
 from sam_jax.data.augment import normalize
-from sam_jax.data.sources import DatasetSpec
+from sam_jax.data.specs import DatasetSpec
+# The training augmentations this module implements for encoded images.
+from sam_jax.data.specs import STREAMING_AUGMENTATIONS
 
 # Per-channel ImageNet statistics in 0..255 units (official SAM code).
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
@@ -29,8 +31,6 @@ IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 # side: 224 / 256 = 0.875.
 CROP_PADDING = 32
 
-# Training augmentations this module implements for encoded images.
-STREAMING_AUGMENTATIONS = ('none', 'basic', 'autoaugment', 'randaugment')
 
 
 def decoded_shape(image_bytes: tf.Tensor) -> tf.Tensor:

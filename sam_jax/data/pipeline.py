@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from sam_jax.data.augment import augment_for_training, preprocess_for_eval
-from sam_jax.data.sources import DatasetSpec
+from sam_jax.data.specs import DatasetSpec
 
 # Second seed word of the two independent random streams derived from the
 # run seed, so epoch shuffles and augmentations never share a seed.

@@ -44,7 +44,7 @@ from sam_jax.data import image_folder
 from sam_jax.data import imagenet_preprocessing
 from sam_jax.data import pipeline
 from sam_jax.data import sources
-from sam_jax.data.sources import DatasetSpec
+from sam_jax.data.specs import DatasetSpec
 
 # Examples per shuffle window (per host).
 DEFAULT_SHUFFLE_WINDOW = 16384

@@ -1,0 +1,42 @@
+"""The methods through the trainer: a few steps of a tiny digits run each,
+with the cost ledger of the passes made. One method per way of using the
+step's extras: no second pass (sgd, and optimistic with its own base), SAM,
+a lax.cond (looksam), per-example losses and a subset (esam), a fused pair
+(sampa), an inner loop (entropy_sgd); test_methods.py covers every method's
+update, and the CLI runs of each are in the README."""
+
+import json
+
+import pytest
+
+from helpers import load_config
+from sam_jax import methods
+from sam_jax import train
+
+
+TRAINER_CASES = ("sgd", "optimistic", "sam", "looksam", "esam", "sampa", "entropy_sgd")
+
+
+def test_the_cases_are_methods():
+    assert set(TRAINER_CASES) <= set(methods.METHODS)
+
+
+@pytest.mark.parametrize("name", TRAINER_CASES)
+def test_every_method_trains_through_the_loop(name, tmp_path):
+    config = load_config("configs/quickstart.py")
+    config.method = name
+    config.model.name = "wrn10_1"
+    config.update(batch_size=16, num_steps=3, log_every_steps=3, eval_batch_size=512)
+    if name == "esam":
+        config.sam.examples_per_perturbation = 2  # gamma's subset of a group of 2
+    results = train.train_and_evaluate(config, str(tmp_path))
+    assert results["method"] == name and results["test_error"] < 1.0
+    assert results["train_seconds"] > 0
+    # Forward + backward passes of 3 steps (LookSAM: a full step, then two of
+    # one pass; ESAM: the second pass on half of each group).
+    made = {"sgd": 3, "optimistic": 3, "looksam": 2 + 1 + 1, "esam": 3 * 1.5,
+            "entropy_sgd": 3 * config.entropy_sgd.inner_steps}.get(name, 3 * 2)
+    assert results["gradient_evaluations"] == pytest.approx(made)
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    train_row = next(r for r in rows if r["split"] == "train")
+    assert train_row["total_gradient_evaluations"] == pytest.approx(made)
