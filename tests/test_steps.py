@@ -1,10 +1,13 @@
-"""Tests of sam_jax.steps: one SAM step on 8 devices (under parallel's
-shard_map) against a Python loop over the shards."""
+"""Tests of sam_jax.steps: one training step on 8 devices (under parallel's
+shard_map) against Python loops over the shards with the official semantics:
+SAM, frozen BatchNorm, Shake-Shake's true gradient in the first pass,
+BatchNorm over the device batch, gradient accumulation, skipped steps."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import sam_jax
 from helpers import TinyBatchNormNet
@@ -129,3 +132,194 @@ def test_frozen_sam_step_on_8_devices_equals_loop_in_evaluation_mode():
     for got, ref in zip(jax.tree_util.tree_leaves(new.batch_stats),
                         jax.tree_util.tree_leaves(batch_stats)):
         np.testing.assert_array_equal(got, ref)
+
+
+# ------------------------------------- Shake-Shake / ShakeDrop: the first pass
+
+def official_shake_step(model, variables, images, labels, key, *, rho, lr, wd,
+                        num_devices, exact_first_pass=True):
+    """The official code's step (true_gradient fix) as a loop over the devices.
+
+    The first pass differentiates the forward computation exactly: shake's
+    forward/backward mix is replaced by the forward value alone, so no
+    backward gate is drawn there. The second pass keeps the shake gradient.
+    Both passes draw with the trainer's key (step 0, the device's group).
+    """
+    from unittest import mock
+    from sam_jax.models import shake
+    step_key = jax.random.fold_in(key, 0)
+    grads = []
+    for device, (x, y) in enumerate(zip(np.split(images, num_devices),
+                                        np.split(labels, num_devices))):
+        rng = jax.random.fold_in(step_key, device)
+
+        def loss(p):
+            logits, _ = model.apply({"params": p, "batch_stats": variables["batch_stats"]},
+                                    x, train=True, mutable=["batch_stats"],
+                                    rngs={"dropout": rng})
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+            return ce + 0.5 * wd * sum(jnp.sum(w ** 2)
+                                       for w in jax.tree_util.tree_leaves(p))
+        params = variables["params"]
+        if exact_first_pass:
+            with mock.patch.object(shake, "_mix", lambda forward, backward: forward):
+                g = jax.grad(loss)(params)
+        else:
+            g = jax.grad(loss)(params)
+        norm = optax.tree.norm(g)
+        g_sam = jax.grad(loss)(jax.tree_util.tree_map(lambda w, v: w + rho * v / norm,
+                                                      params, g))
+        grads.append(g_sam)
+    mean = jax.tree_util.tree_map(lambda *g: sum(g) / num_devices, *grads)
+    tx = optax.chain(optax.clip_by_global_norm(5.0),
+                     optax.sgd(lr, momentum=0.9, nesterov=True))
+    updates, _ = tx.update(mean, tx.init(variables["params"]), variables["params"])
+    return optax.apply_updates(variables["params"], updates), mean
+
+
+def flat(tree):
+    return np.concatenate([np.ravel(np.asarray(x, np.float64))
+                           for x in jax.tree_util.tree_leaves(tree)])
+
+
+@pytest.mark.parametrize("name", ["shake_shake_8_2x16d", "pyramidnet_11_24_shakedrop"])
+def test_shake_models_first_pass_takes_the_true_gradient(name, capsys):
+    model = get_model(name, 10)
+    rng = np.random.default_rng(3)
+    images = rng.normal(size=(16, 8, 8, 3)).astype(np.float32)
+    labels = rng.integers(0, 10, 16).astype(np.int32)
+    variables = model.init(jax.random.PRNGKey(0), images[:1])
+    lr, rho, wd, key = 0.1, 0.3, 5e-4, jax.random.PRNGKey(7)
+    method = sam_jax.sam(rho, axis_name=steps.AXIS, grouped=True,
+                         aux_init=steps.aux_example())
+    base = optax.chain(optax.clip_by_global_norm(5.0),
+                       optax.sgd(lr, momentum=0.9, nesterov=True))
+    state = steps.new_train_state(variables["params"], variables["batch_stats"],
+                                  optax.chain(method, base).init(variables["params"]))
+    mesh = parallel.make_mesh()
+    step = parallel.shard_train_step(steps.make_train_step(
+        model, method, base, examples_per_perturbation=2, per_device_batch=2,
+        weight_decay=wd, label_smoothing=0.0, grad_clip_norm=5.0,
+        clean_pass_true_gradient=True), mesh)
+    new = step(jax.device_put(jax.tree_util.tree_map(jnp.copy, state),
+                              parallel.replicated(mesh)),
+               parallel.global_batch(mesh, {"image": images, "label": labels}), key)
+    want, official = official_shake_step(model, variables, images, labels, key, rho=rho,
+                                         lr=lr, wd=wd, num_devices=8)
+    np.testing.assert_allclose(flat(new.params), flat(want), rtol=2e-4, atol=2e-6)
+    # The earlier rule (shake gradient in both passes) is another gradient.
+    _, earlier = official_shake_step(model, variables, images, labels, key, rho=rho,
+                                     lr=lr, wd=wd, num_devices=8, exact_first_pass=False)
+    a, b = flat(earlier), flat(official)
+    cosine = a @ b / np.linalg.norm(a) / np.linalg.norm(b)
+    relative = np.linalg.norm(a - b) / np.linalg.norm(b)
+    with capsys.disabled():
+        print(f"\n{name}: shake gradient in the first pass vs the official step: "
+              f"cos(g_sam) {cosine:.3f}, relative difference {relative:.3f}")
+    assert cosine < 0.999
+
+
+# ------------------------------------------------- BatchNorm over the device
+
+def test_batch_norm_over_the_device_batch_with_small_groups():
+    """m = 1 with config.sam.batch_norm 'device': each example perturbs on its
+    own, normalised with its device batch's statistics at w (constants)."""
+    model = get_model("wrn10_1", 10)
+    rng = np.random.default_rng(4)
+    images = rng.normal(size=(32, 8, 8, 1)).astype(np.float32)
+    labels = rng.integers(0, 10, 32).astype(np.int32)
+    variables = model.init(jax.random.PRNGKey(0), images[:1])
+    lr, rho, wd = 0.1, 0.05, 5e-4
+    method = sam_jax.sam(rho, axis_name=steps.AXIS, grouped=True,
+                         aux_init=steps.aux_example())
+    base = optax.sgd(lr)
+    state = steps.new_train_state(variables["params"], variables["batch_stats"],
+                                  optax.chain(method, base).init(variables["params"]))
+    mesh = parallel.make_mesh()
+    step = parallel.shard_train_step(steps.make_train_step(
+        model, method, base, examples_per_perturbation=1, per_device_batch=4,
+        weight_decay=wd, label_smoothing=0.0, batch_norm_over="device"), mesh)
+    new = step(jax.device_put(jax.tree_util.tree_map(jnp.copy, state),
+                              parallel.replicated(mesh)),
+               parallel.global_batch(mesh, {"image": images, "label": labels}),
+               jax.random.PRNGKey(0))
+
+    # Reference: the statistics of each device's 4 examples, read off a
+    # training-mode pass, given to an evaluation-mode model per example.
+    grads, stats = [], []
+    for x, y in zip(np.split(images, 8), np.split(labels, 8)):
+        _, mutated = model.apply(variables, x, train=True, mutable=["batch_stats"])
+        stats.append(mutated["batch_stats"])
+        # Evaluation mode reads running statistics: put the device batch's own
+        # (its mean and biased variance) there, computed from momentum 0.9.
+        device_stats = jax.tree_util.tree_map(
+            lambda new, old: (new - 0.9 * old) / 0.1, mutated["batch_stats"],
+            variables["batch_stats"])
+
+        def loss(p, xi, yi):
+            logits = model.apply({"params": p, "batch_stats": device_stats}, xi[None],
+                                 train=False)
+            ce = optax.softmax_cross_entropy_with_integer_labels(logits, yi[None]).mean()
+            return ce + 0.5 * wd * sum(jnp.sum(w ** 2)
+                                       for w in jax.tree_util.tree_leaves(p))
+        for xi, yi in zip(x, y):
+            g = jax.grad(loss)(variables["params"], xi, yi)
+            norm = optax.tree.norm(g)
+            shifted = jax.tree_util.tree_map(lambda w, v: w + rho * v / norm,
+                                             variables["params"], g)
+            grads.append(jax.grad(loss)(shifted, xi, yi))
+    mean = jax.tree_util.tree_map(lambda *g: sum(g) / len(g), *grads)
+    want = jax.tree_util.tree_map(lambda w, g: w - lr * g, variables["params"], mean)
+    np.testing.assert_allclose(flat(new.params), flat(want), rtol=1e-3, atol=1e-5)
+    want_stats = jax.tree_util.tree_map(lambda *s: sum(s) / 8, *stats)
+    np.testing.assert_allclose(flat(new.batch_stats), flat(want_stats), rtol=1e-4,
+                               atol=1e-6)
+
+
+# ----------------------------------------------- accumulation and skipped steps
+
+def one_step(model, variables, images, labels, **settings):
+    method = sam_jax.sam(0.1, axis_name=steps.AXIS, grouped=True,
+                         aux_init=steps.aux_example())
+    base = optax.sgd(0.1, momentum=0.9)
+    state = steps.new_train_state(variables["params"], variables["batch_stats"],
+                                  optax.chain(method, base).init(variables["params"]))
+    mesh = parallel.make_mesh()
+    step = parallel.shard_train_step(steps.make_train_step(
+        model, method, base, weight_decay=5e-4, label_smoothing=0.0, **settings), mesh)
+    return step(jax.device_put(jax.tree_util.tree_map(jnp.copy, state),
+                               parallel.replicated(mesh)),
+                parallel.global_batch(mesh, {"image": images, "label": labels}),
+                jax.random.PRNGKey(0))
+
+
+def test_gradient_accumulation_equals_one_pass_for_the_same_m():
+    model = get_model("wrn10_1", 10)
+    rng = np.random.default_rng(5)
+    images = rng.normal(size=(64, 8, 8, 1)).astype(np.float32)
+    labels = rng.integers(0, 10, 64).astype(np.int32)
+    variables = model.init(jax.random.PRNGKey(0), images[:1])
+    whole = one_step(model, variables, images, labels, examples_per_perturbation=2,
+                     per_device_batch=8)
+    for k in (2, 4):
+        accumulated = one_step(model, variables, images, labels,
+                               examples_per_perturbation=2, per_device_batch=8,
+                               grad_accum_steps=k)
+        np.testing.assert_allclose(flat(accumulated.params), flat(whole.params),
+                                   rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(flat(accumulated.batch_stats),
+                                   flat(whole.batch_stats), rtol=1e-5, atol=1e-7)
+
+
+def test_a_skipped_step_keeps_the_weights_and_advances_the_counters():
+    model = get_model("wrn10_1", 10)
+    images = np.full((16, 8, 8, 1), np.nan, np.float32)  # a non-finite loss
+    labels = np.zeros(16, np.int32)
+    variables = model.init(jax.random.PRNGKey(0), images[:1] * 0)
+    new = one_step(model, variables, images, labels, examples_per_perturbation=2,
+                   per_device_batch=2, skip_nonfinite=True)
+    assert int(new.step) == 1 and int(new.nonfinite_steps) == 1
+    np.testing.assert_array_equal(flat(new.params), flat(variables["params"]))
+    counts = [int(x) for path, x in jax.tree_util.tree_leaves_with_path(new.opt_state)
+              if jax.tree_util.keystr(path).endswith(".count")]
+    assert counts and all(count == 1 for count in counts)  # schedules in step
