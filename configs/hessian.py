@@ -14,6 +14,10 @@ Paper: WRN-40-10 without BatchNorm, CIFAR-10, 300 epochs, Lanczos. It gives no
 other hyper-parameter for this study; ours are Table 1's CIFAR-10 WRN settings
 (batch 256, SGD Nesterov 0.9, cosine, LR 0.1, WD 5e-4, rho 0.05, basic
 augmentation) and a 1,024-example fixed subset with 20 Lanczos iterations.
+
+m (examples per perturbation) is pinned to 32 = 256 / 8, the per-device batch
+of the paper's 8-GPU runs (no BatchNorm here, so m only groups the
+perturbations). Unset, it would be 256 / device count.
 """
 
 from sam_jax.config_schema import base_config, parse_config_arg
@@ -32,6 +36,7 @@ def get_config(arg=None):
     config.optimizer.weight_decay = 5e-4
     config.sam.rho = 0.05 if choice["method"] == "sam" else 0.0
     config.batch_size = 256
+    config.sam.examples_per_perturbation = 32  # 256 / the paper's 8 GPUs
     config.log_every_steps = 100
     config.eval_every_epochs = 10
     config.checkpoint_every_steps = 2000

@@ -2,6 +2,16 @@
 
 The paper's numbers are means of 5 runs, so each cell has 5 seeds by default.
 
+The paper's SGD figures are each the better of two trainings (section 3.1):
+"As each SAM weight update requires two backpropagation operations (one to
+compute eps(w) and another to compute the final gradient), we allow each
+non-SAM training run to execute twice as many epochs as each SAM training run,
+and we report the best score achieved by each non-SAM training run across
+either the standard epoch count or the doubled epoch count." So each data set
+has three SGD columns: SGD at SAM's epochs (`sgd`), at twice them (`sgd2x`),
+and the better of the two by mean error (`sgdbest`, which the paper's SGD
+number sits on; its runs are those of the other two).
+
   python -m sam_jax.reproduce plan --table=table1_cifar --root=/tmp/table1
 """
 
@@ -20,8 +30,19 @@ MODELS = {
                           "{dataset},{aug},shakedrop"),
 }
 COLUMNS = (("c10_sam", "CIFAR-10 SAM"), ("c10_sgd", "CIFAR-10 SGD"),
-           ("c100_sam", "CIFAR-100 SAM"), ("c100_sgd", "CIFAR-100 SGD"))
+           ("c10_sgd2x", "CIFAR-10 SGD 2x epochs"),
+           ("c10_sgdbest", "CIFAR-10 SGD, better of 1x / 2x"),
+           ("c100_sam", "CIFAR-100 SAM"), ("c100_sgd", "CIFAR-100 SGD"),
+           ("c100_sgd2x", "CIFAR-100 SGD 2x epochs"),
+           ("c100_sgdbest", "CIFAR-100 SGD, better of 1x / 2x"))
+# The columns that PAPER's four numbers per row sit on.
+PAPER_COLUMNS = ("c10_sam", "c10_sgdbest", "c100_sam", "c100_sgdbest")
 DATASETS = {"c10": "cifar10", "c100": "cifar100"}
+NOTES = ("Paper: mean of 5 runs; SGD is the better of SAM's epochs (1x) and "
+         "twice them (2x), section 3.1: 'we allow each non-SAM training run to "
+         "execute twice as many epochs as each SAM training run, and we report "
+         "the best score achieved by each non-SAM training run across either the "
+         "standard epoch count or the doubled epoch count.'")
 
 # (model, aug) -> (C10 SAM, C10 SGD, C100 SAM, C100 SGD), from PAPER.md.
 PAPER = {
@@ -53,7 +74,7 @@ def get_table(seeds=None) -> registry.Table:
             for model, (label, _, _) in MODELS.items() for aug, aug_label in AUGMENTATIONS]
     paper = {(row_key(model, aug), column): number
              for (model, aug), numbers in PAPER.items()
-             for (column, _), number in zip(COLUMNS, numbers)}
+             for column, number in zip(PAPER_COLUMNS, numbers)}
     configs = {row_key(model, aug): (path, arg, aug)
                for model, (_, path, arg) in MODELS.items() for aug, _ in AUGMENTATIONS}
 
@@ -61,8 +82,11 @@ def get_table(seeds=None) -> registry.Table:
         path, arg, aug = configs[row]
         dataset, method = column.split("_")
         arg = arg.format(dataset=DATASETS[dataset], aug=aug)
+        if method == "sgdbest":
+            return registry.BestOf((("1x", runs_for(row, f"{dataset}_sgd")),
+                                    ("2x", runs_for(row, f"{dataset}_sgd2x"))))
         return registry.seeded_runs(f"{path}:{arg},{method}", seeds=seeds)
 
     return registry.grid_table(
         "table1_cifar", "Table 1: CIFAR test error %, SAM vs SGD", rows, COLUMNS,
-        paper, runs_for, notes=f"Paper: mean of 5 runs; ours: {seeds} seeds.")
+        paper, runs_for, notes=f"{NOTES} Ours: {seeds} seeds.")

@@ -14,8 +14,12 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from sam_jax.steps import AXIS
 
 
-def make_mesh() -> Mesh:
-    return Mesh(np.array(jax.devices()), (AXIS,))
+def make_mesh(devices=None) -> Mesh:
+    """One batch axis over `devices` (default: every device of every host)."""
+    devices = jax.devices() if devices is None else list(devices)
+    if not devices:
+        raise ValueError("make_mesh needs at least one device")
+    return Mesh(np.array(devices), (AXIS,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

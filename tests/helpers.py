@@ -154,6 +154,7 @@ def finetune_config(path=None, **overrides):
     config.pretrained.path = path
     config.update(dict(batch_size=16, eval_batch_size=16, num_steps=4, image_size=40,
                        log_every_steps=1, checkpoint_every_steps=2), **overrides)
+    config.sam.examples_per_perturbation = 2  # 16 / 8 devices (the config pins 16)
     return config
 
 

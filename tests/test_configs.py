@@ -7,6 +7,7 @@ from the config files.
 """
 
 import glob
+import itertools
 import os
 
 import jax
@@ -17,6 +18,7 @@ import tensorflow_datasets as tfds
 
 from helpers import REPO
 from helpers import load_config
+from helpers import load_module
 from sam_jax import data
 from sam_jax import optimizers
 from sam_jax import parallel
@@ -47,6 +49,46 @@ def test_cifar_wrn_config_has_the_papers_hyperparameters():
     assert load_config("configs/cifar_wrn.py:sgd").sam.rho == 0.0
     with pytest.raises(ValueError, match="unknown config arg 'cifar1000'"):
         load_config("configs/cifar_wrn.py:cifar1000")
+
+
+# ------------------------------------------------------------ m, pinned
+
+# m = examples per perturbation = the official code's per-device batch on the
+# paper's hardware, typed from the paper: batch 256 on 8 V100s (section 3.1);
+# ImageNet batch 4096 on 32 TPUv3 cores (appendix C.1); finetuning B7 batch
+# 1024 on 64 cores, L2 batch 512 on 128 cores (appendix C.2).
+PAPER_M = {"configs/cifar_wrn.py": 32, "configs/cifar_shake_shake.py": 32,
+           "configs/cifar_pyramidnet.py": 32, "configs/svhn_fmnist.py": 32,
+           "configs/label_noise.py": 32, "configs/hessian.py": 32,
+           "configs/imagenet_resnet.py": 128}
+
+
+def every_arg(path):
+    """Every ARG of a config file: one value of each axis."""
+    axes = load_module(path).AXES
+    return [",".join(values) for values in itertools.product(*axes.values())]
+
+
+@pytest.mark.parametrize("path", sorted(PAPER_M))
+def test_paper_configs_pin_m_whatever_the_device_count(path):
+    for arg in every_arg(path):
+        config = load_config(f"{path}:{arg}")
+        assert config.sam.examples_per_perturbation == PAPER_M[path], arg
+        for devices in (1, 2, 4, 8):
+            validate.validate_config(config, devices)
+    with pytest.raises(validate.ConfigError, match=(
+            f"examples_per_perturbation={PAPER_M[path]} must divide the per-device")):
+        validate.validate_config(config, 64)  # a per-device batch below m
+
+
+def test_finetune_configs_pin_the_papers_per_core_batch():
+    for arg in every_arg("configs/finetune.py"):
+        config = load_config(f"configs/finetune.py:{arg}")
+        want = 4 if arg.startswith("efficientnet_l2") else 16  # 512 / 128, 1024 / 64
+        assert config.sam.examples_per_perturbation == want, arg
+        assert config.sam.group_map == "sequential"
+        for devices in (1, 2, 4, 8):
+            validate.validate_config(config, devices)
 
 
 # ------------------------------------------------------------ every table run
@@ -83,6 +125,18 @@ def test_every_table_run_config_builds_and_validates(table, tmp_path):
                 validate.validate_pretrained(config)  # not converted here
             config.pretrained.path = str(fake_checkpoint)
         validate.validate_pretrained(config)
+
+
+def test_svhn_fmnist_aa_rows_are_appendix_b1s_augmentations():
+    # "For auto-augment, we use the best policy found on this dataset [...] plus
+    # cutout. For Fashion-MNIST, the auto-augmentation line correspond to
+    # cutout only." (appendix B.1)
+    for arg, augmentation in [("svhn_cropped,wrn,basic", "basic"),
+                              ("svhn_cropped,shake_shake,autoaugment", "autoaugment_cutout"),
+                              ("fashion_mnist,wrn,basic", "basic"),
+                              ("fashion_mnist,shake_shake,autoaugment", "cutout")]:
+        assert load_config(f"configs/svhn_fmnist.py:{arg}").augmentation == augmentation
+    assert data.get_spec("svhn_cropped").autoaugment_policy == "svhn"
 
 
 @pytest.mark.parametrize("arg, batch, lr, image_size", [
@@ -156,6 +210,7 @@ def test_one_sam_step_of_each_model_family(family):
     # are the row's.
     config.model.name = small_model
     config.batch_size = 16
+    config.sam.examples_per_perturbation = 2  # the configs pin the paper's m
     if config.image_size:
         config.image_size = 32
     validate.validate_config(config, jax.device_count())

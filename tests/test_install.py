@@ -75,7 +75,7 @@ def test_reproduce_plan_from_another_directory(installed, tmp_path):
     proc = run_elsewhere(installed, "-m", "sam_jax.reproduce", "plan",
                          "--table=table1_cifar", f"--root={tmp_path}/R")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.strip().splitlines()[-1].startswith("table1_cifar: 300 runs, ")
+    assert proc.stdout.strip().splitlines()[-1].startswith("table1_cifar: 450 runs, ")
     assert not os.path.exists(tmp_path / "R")  # a plan writes nothing
 
 

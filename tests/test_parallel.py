@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 from jax.sharding import PartitionSpec as P
 
 from sam_jax import parallel
@@ -22,6 +23,21 @@ def test_make_mesh_puts_every_device_on_one_batch_axis():
     assert list(mesh.devices) == jax.devices()
     assert parallel.replicated(mesh).spec == P()
     assert parallel.batch_sharded(mesh).spec == P("batch")
+
+
+def test_make_mesh_over_some_devices_splits_the_batch_over_them_only():
+    devices = jax.devices()[2:4]
+    mesh = parallel.make_mesh(devices)
+    assert mesh.axis_names == (AXIS,) and list(mesh.devices) == devices
+    batch = host_batch()
+    sharded = parallel.global_batch(mesh, batch)["image"]
+    shards = sorted(sharded.addressable_shards, key=lambda s: devices.index(s.device))
+    assert [s.device for s in shards] == devices
+    for i, shard in enumerate(shards):  # 8 examples each
+        np.testing.assert_array_equal(np.asarray(shard.data),
+                                      batch["image"][8 * i:8 * i + 8])
+    with pytest.raises(ValueError, match="at least one device"):
+        parallel.make_mesh([])
 
 
 def test_global_batch_splits_the_host_batch_along_the_examples():

@@ -15,16 +15,20 @@ def plan_summary(capsys, *argv, root="/tmp/plan_root"):
 
 
 @pytest.mark.parametrize("table, runs, paper_cells", [
-    # 5 models x 3 augmentations = 15 rows; x {C10, C100} x {SAM, SGD}; 5 seeds.
-    ("table1_cifar", 15 * 2 * 2 * 5, 15 * 2 * 2),
-    # 3 ResNets x 3 epoch budgets x {SAM, SGD} runs; each gives top-1 and top-5.
-    ("table2_imagenet", 3 * 3 * 2, 3 * 3 * 2 * 2),
-    # 9 data sets x {B7, L2} x {SAM, SGD}.
-    ("table3_finetuning", 9 * 2 * 2, 9 * 2 * 2),
-    # 4 noise rates x {SGD, SAM} runs; 5 methods x 4 rates in the paper.
-    ("table4_label_noise", 4 * 2, 5 * 4),
-    # {WRN, Shake-Shake} x {Basic, AA} x {SVHN, F-MNIST} x {SAM, SGD}.
-    ("table5_svhn_fmnist", 2 * 2 * 2 * 2, 2 * 2 * 2 * 2),
+    # 5 models x 3 augmentations = 15 rows; x {C10, C100} x {SAM, SGD, SGD at
+    # twice the epochs}; 5 seeds. The paper: SAM and SGD (the better of 1x, 2x).
+    ("table1_cifar", 15 * 2 * 3 * 5, 15 * 2 * 2),
+    # 3 ResNets x 3 epoch budgets x {SAM, SGD} runs, + SGD at 800 epochs for
+    # the 3 400-epoch rows; each gives top-1 and top-5. The paper: SAM and SGD,
+    # and SGD at twice the epochs for the 100 and 200-epoch rows.
+    ("table2_imagenet", 3 * 3 * 2 + 3, 3 * 3 * 2 * 2 + 3 * 2 * 2),
+    # 9 data sets x {B7, L2} x {SAM, SGD, SGD at twice the steps}.
+    ("table3_finetuning", 9 * 2 * 3, 9 * 2 * 2),
+    # 4 noise rates x {SGD, SGD at 2x epochs, SAM} runs; 5 methods x 4 rates
+    # in the paper.
+    ("table4_label_noise", 4 * 3, 5 * 4),
+    # {WRN, Shake-Shake} x {Basic, AA} x {SVHN, F-MNIST} x {SAM, SGD, SGD 2x}.
+    ("table5_svhn_fmnist", 2 * 2 * 2 * 3, 2 * 2 * 2 * 2),
     # m in {1, 4, 16, 64, 256}: a figure, no numbers.
     ("figure3_m_sharpness", 5, 0),
     # SGD and SAM runs; lambda_max and the ratio at 3 epochs for each.
@@ -37,9 +41,10 @@ def test_plan_counts_runs_and_paper_cells(capsys, table, runs, paper_cells):
 
 
 def test_plan_seeds_rows_and_sweep(capsys):
-    assert plan_summary(capsys, "--table=table1_cifar", "--seeds=2")[0] == 120
-    # WRN-28-10 at 200 epochs: 3 augmentations x 4 columns x 5 seeds.
-    assert plan_summary(capsys, "--table=table1_cifar", "--rows=wrn200_*")[:2] == (60, 12)
+    assert plan_summary(capsys, "--table=table1_cifar", "--seeds=2")[0] == 180
+    # WRN-28-10 at 200 epochs: 3 augmentations x 2 data sets x {SAM, SGD,
+    # SGD 2x} x 5 seeds; 3 x 4 paper numbers.
+    assert plan_summary(capsys, "--table=table1_cifar", "--rows=wrn200_*")[:2] == (90, 12)
     assert plan_summary(capsys, "--table=table4_label_noise",
                         "--rows=sgd,mixup")[:2] == (4, 8)
     runs, paper, out = plan_summary(

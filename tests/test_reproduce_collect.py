@@ -143,3 +143,59 @@ def test_sharpness_logged_during_training_wins_over_a_later_analysis(tmp_path):
     assert registry.sharpness_metric(300, "lambda_max")(outputs) == 5.0
     del outputs["sharpness"]
     assert registry.sharpness_metric(300, "lambda_max")(outputs) == 7.0
+
+
+BEST_OF_TABLE = """
+from sam_jax.reproduce import registry
+
+
+def get_table(seeds=None):
+    def runs(method, epochs):
+        return registry.seeded_runs(f"configs/quickstart.py:{method}",
+                                    {"num_epochs": epochs}, 3)
+
+    def runs_for(row, column):
+        if column == "best":
+            return registry.BestOf((("1x", runs(row, 10)), ("2x", runs(row, 20))))
+        return runs(row, 10 if column == "sgd" else 20)
+
+    return registry.grid_table(
+        "best_of", "Best of", (("sgd", "error"), ("sam", "accuracy")),
+        (("sgd", "1x"), ("sgd2x", "2x"), ("best", "best")), {("sgd", "best"): 4.0},
+        runs_for, lambda row, column: "error" if row == "sgd" else "accuracy")
+"""
+
+
+def test_a_best_of_cell_reports_the_better_groups_mean(tmp_path, capsys):
+    from sam_jax.reproduce import load_table
+    path = tmp_path / "best_of.py"
+    path.write_text(BEST_OF_TABLE)
+    table, root = load_table(str(path)), str(tmp_path)
+    best = table.cell("sgd", "best")
+    assert [label for label, _ in best.alternatives] == ["1x", "2x"]
+    assert best.runs == table.cell("sgd", "sgd").runs + table.cell("sgd", "sgd2x").runs
+    # Error: 1x 5, 7, 6 % (mean 6); 2x 4, 6 % and one missing (mean 5).
+    # Accuracy: 1x 95, 93 % (mean 94); 2x 92 % (mean 92).
+    errors = {("sgd", "sgd"): [0.05, 0.07, 0.06], ("sgd", "sgd2x"): [0.04, 0.06],
+              ("sam", "sgd"): [0.05, 0.07], ("sam", "sgd2x"): [0.08]}
+    for (row, column), values in errors.items():
+        for run, error in zip(table.cell(row, column).runs, values):
+            write(f"{run.workdir(root)}/results.json", {"test_error": error})
+    cells, _ = collect.collect_table(table, root)
+    by_position = {(c.cell.row, c.cell.column): c for c in cells}
+    sgd_best, accuracy_best = by_position[("sgd", "best")], by_position[("sam", "best")]
+    assert sgd_best.chosen == "2x" and sgd_best.mean == pytest.approx(5.0)
+    assert sgd_best.groups == (("1x", pytest.approx((5.0, 7.0, 6.0))),
+                               ("2x", pytest.approx((4.0, 6.0))))
+    assert accuracy_best.chosen == "1x" and accuracy_best.mean == pytest.approx(94.0)
+    assert collect.format_ours(sgd_best) == "5.00 +- 1.41 (n=2, 2x) [1 pending]"
+    assert collect.format_ours(accuracy_best) == "94.00 +- 1.41 (n=2, 1x) [3 pending]"
+
+    code, out, _ = run_reproduce_cli(capsys, "collect", f"--table={path}",
+                                     f"--root={root}", "--format=summary")
+    assert code == 0
+    assert ("| error | 6.00 +- 1.00 (n=3) | 5.00 +- 1.41 (n=2) [1 pending] | 4.0 | "
+            "5.00 +- 1.41 (n=2, 2x) [1 pending] |") in out
+    assert "a best-of cell gives the better of its groups" in out
+    with pytest.raises(ValueError, match="runs must be the alternatives' runs"):
+        registry.Cell("sgd", "best", None, best.runs[:3], "error", best.alternatives)

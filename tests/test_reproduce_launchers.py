@@ -34,14 +34,14 @@ def test_slurm_script_is_valid_bash_with_one_array_task_per_run(tmp_path, capsys
     script = out[out.index("#!/bin/bash"):out.index(commands_header)]
     (tmp_path / "job.sbatch").write_text(script)
     assert subprocess.run(["bash", "-n", str(tmp_path / "job.sbatch")]).returncode == 0
-    for line in ["#SBATCH --array=0-7", "#SBATCH --partition=gpu", "#SBATCH --nodes=2",
+    for line in ["#SBATCH --array=0-11", "#SBATCH --partition=gpu", "#SBATCH --nodes=2",
                  "#SBATCH --gpus-per-node=4", "#SBATCH --time=12:00:00",
                  "#SBATCH --requeue", "#SBATCH --account=abc",
                  'srun "${TRAIN_ARGS[@]}" &', "trap forward_term TERM",
                  'scontrol requeue "$TASK"']:
         assert line in script, line
     commands = [line for line in out.splitlines() if line.startswith(f"{tmp_path}/")]
-    assert len(commands) == 8  # 4 noise rates x {SGD, SAM}
+    assert len(commands) == 12  # 4 noise rates x {SGD, SGD 2x epochs, SAM}
     workdir, train, after = commands[0].split("\t")
     assert train == (f"python -m sam_jax.main --config=configs/label_noise.py:"
                      f"noise20,sgd --workdir={workdir} --config.seed=0 "

@@ -9,15 +9,18 @@ import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 import tensorflow_datasets as tfds
+from jax.flatten_util import ravel_pytree
 
 from helpers import finetune_config
 from helpers import load_config
 from sam_jax import checkpoint
 from sam_jax import data
+from sam_jax import parallel
 from sam_jax import pretrained
 from sam_jax import steps
 from sam_jax import train
@@ -43,6 +46,7 @@ def test_cifar10_through_the_real_tfds_path_on_mock_data(tmp_path):
     config.model.name = "wrn10_1"
     config.num_epochs = 1
     config.batch_size = 16
+    config.sam.examples_per_perturbation = 2  # the per-device batch (32 in the paper)
     config.eval_batch_size = 24
     with tfds.testing.mock_data(num_examples=40):
         results = train.train_and_evaluate(config, str(tmp_path))
@@ -51,6 +55,122 @@ def test_cifar10_through_the_real_tfds_path_on_mock_data(tmp_path):
     for name in ("config.json", "results.json", "metrics.jsonl"):
         assert (tmp_path / name).exists()
     assert glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
+
+
+def reference_grouped_sam_step(model, variables, images, labels, *, m, rho,
+                                weight_decay, lr, momentum, clip_norm):
+    """Independent reference of one step from a fresh optimizer: a loop over
+    the groups of m examples, in float64 numpy where it can be.
+
+    Per group: g = gradient at w (BatchNorm on the group's m examples), e =
+    rho g / ||g||, the gradient at w + e; their mean over groups, clipped to
+    clip_norm, one Nesterov step from zero momentum (trace = g, update =
+    -lr (g + momentum trace)). BatchNorm statistics: the mean over groups of
+    the first pass's updated statistics.
+    """
+    params, batch_stats = variables["params"], variables["batch_stats"]
+    flat_w, unravel = ravel_pytree(params)
+    w = np.asarray(flat_w, np.float64)
+
+    def loss(flat, x, y):
+        logits, mutated = model.apply(
+            {"params": unravel(flat), "batch_stats": batch_stats}, x, train=True,
+            mutable=["batch_stats"])
+        log_p = jax.nn.log_softmax(logits.astype(jnp.float32))
+        cross_entropy = -jnp.mean(log_p[jnp.arange(len(y)), y])
+        return cross_entropy + 0.5 * weight_decay * jnp.sum(flat ** 2), mutated["batch_stats"]
+
+    grad = jax.jit(jax.grad(loss, has_aux=True))
+    g_sam_sum, stats = np.zeros_like(w), []
+    for start in range(0, len(images), m):
+        x, y = images[start:start + m], labels[start:start + m]
+        g, new_stats = grad(jnp.asarray(w, jnp.float32), x, y)
+        g = np.asarray(g, np.float64)
+        stats.append(new_stats)
+        e = rho * g / np.linalg.norm(g)
+        g_sam, _ = grad(jnp.asarray(w + e, jnp.float32), x, y)
+        g_sam_sum += np.asarray(g_sam, np.float64)
+    g = g_sam_sum / len(stats)
+    g *= min(1.0, clip_norm / np.linalg.norm(g))
+    new_w = w - lr * (g + momentum * g)
+    mean_stats = jax.tree_util.tree_map(
+        lambda *s: np.mean(np.stack([np.asarray(v, np.float64) for v in s]), 0), *stats)
+    return unravel(jnp.asarray(new_w, jnp.float32)), mean_stats
+
+
+def one_step_on(num_devices, config, model, variables, images, labels):
+    """One training step built from `config` on a mesh of the first
+    `num_devices` devices: (params, batch_stats)."""
+    mesh = parallel.make_mesh(jax.devices()[:num_devices])
+    chain = train.training_chain(config, total_steps=100)
+    step = parallel.shard_train_step(
+        train.train_step_from_config(config, model, chain, num_devices), mesh)
+    params = variables["params"]
+    state = steps.new_train_state(params, variables["batch_stats"],
+                                  chain.tx.init(params))
+    state = step(jax.device_put(jax.tree_util.tree_map(jnp.copy, state),
+                                parallel.replicated(mesh)),
+                 parallel.global_batch(mesh, {"image": images, "label": labels}),
+                 jax.random.PRNGKey(0))
+    return jax.tree_util.tree_map(np.asarray, (state.params, state.batch_stats))
+
+
+def assert_trees_close(got, want, **tolerances):
+    for a, b in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want),
+                    strict=True):
+        np.testing.assert_allclose(a, b, **tolerances)
+
+
+def largest_difference(a, b):
+    return max(np.abs(np.asarray(x) - np.asarray(y)).max() for x, y in zip(
+        jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+def test_a_configs_step_is_the_same_on_1_2_and_8_devices():
+    """The paper configs pin m, so a step does not depend on the device count.
+
+    One step of the CIFAR WRN config, shrunk (WRN-10-1, 8x8 images, batch 16,
+    m = 2), on meshes of 1, 2 and 8 of the 8 devices (per-device batch 16, 8,
+    2): the same parameters and BatchNorm statistics, and those of a loop over
+    the 8 groups. Left unset, m is the per-device batch and the steps differ.
+    """
+    config = load_config("configs/cifar_wrn.py:cifar10,basic,200,sam")
+    assert config.sam.examples_per_perturbation == 32  # pinned (32 = 256 / 8)
+    config.model.name = "wrn10_1"
+    config.batch_size = 16
+    config.sam.examples_per_perturbation = 2
+    config.optimizer.grad_clip_norm = 1.0  # acts: the mean gradient's norm is ~3.8
+    model = get_model("wrn10_1", 10)
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(16, 8, 8, 1)).astype(np.float32)
+    labels = rng.integers(0, 10, 16).astype(np.int32)
+    variables = model.init(jax.random.PRNGKey(0), images[:1])
+
+    def reference(m, rho=config.sam.rho):
+        return reference_grouped_sam_step(
+            model, variables, images, labels, m=m, rho=rho,
+            weight_decay=config.optimizer.weight_decay,
+            lr=config.optimizer.learning_rate, momentum=config.optimizer.momentum,
+            clip_norm=config.optimizer.grad_clip_norm)
+
+    results = {n: one_step_on(n, config, model, variables, images, labels)
+               for n in (1, 2, 8)}
+    for n in (2, 8):
+        assert_trees_close(results[n], results[1], rtol=1e-5, atol=1e-7)
+    want = reference(2)
+    for n in (1, 2, 8):  # float32 round-off is ~2e-7 here
+        assert_trees_close(results[n], want, rtol=1e-5, atol=1e-6)
+    # Far above the tolerance: the step's size, and what rho changes in it.
+    assert largest_difference(results[1][0], variables["params"]) > 1e-2
+    assert largest_difference(reference(2, rho=0.0)[0], want[0]) > 1e-2
+
+    # The failure this guards against: with m unset, one device is m = 16
+    # (BatchNorm over 16 examples too) where 8 devices were m = 2.
+    config.sam.examples_per_perturbation = None
+    unpinned = one_step_on(1, config, model, variables, images, labels)
+    assert_trees_close(unpinned, reference(16), rtol=1e-5, atol=1e-6)
+    assert largest_difference(unpinned[0], results[8][0]) > 1e-2
+    assert largest_difference(unpinned[1], results[8][1]) > 1e-3
 
 
 class Interrupted(Exception):

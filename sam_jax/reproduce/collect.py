@@ -117,9 +117,21 @@ def run_status(run: registry.Run, root: str, now: Optional[float] = None,
 
 @dataclasses.dataclass(frozen=True)
 class CellResult:
+    """Ours for a cell. For a cell with alternatives, `values` are those of
+    the group with the better mean (`chosen`, its label); `groups` has every
+    group's values."""
     cell: registry.Cell
     values: tuple[float, ...]  # ours, one per run with a value
     runs: tuple[RunStatus, ...]
+    groups: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    chosen: Optional[str] = None
+
+    @property
+    def num_values(self) -> int:
+        """Runs with a value, in every group."""
+        if self.groups:
+            return sum(len(values) for _, values in self.groups)
+        return len(self.values)
 
     @property
     def mean(self) -> Optional[float]:
@@ -143,9 +155,23 @@ def collect_table(table: registry.Table, root: str, now: Optional[float] = None,
     cells = []
     for cell in table.cells:
         metric = cell.metric_fn()
+
+        def values_of(runs):
+            values = [metric(statuses[run.name].outputs) for run in runs
+                      if statuses[run.name].status == DONE]
+            return tuple(v for v in values if v is not None)
+
         runs = tuple(statuses[run.name] for run in cell.runs)
-        values = [metric(status.outputs) for status in runs if status.status == DONE]
-        cells.append(CellResult(cell, tuple(v for v in values if v is not None), runs))
+        if not cell.alternatives:
+            cells.append(CellResult(cell, values_of(cell.runs), runs))
+            continue
+        # The better group by its mean over the runs finished so far.
+        groups = tuple((label, values_of(group)) for label, group in cell.alternatives)
+        sign = -1.0 if cell.higher_is_better else 1.0
+        chosen = min(((label, values) for label, values in groups if values),
+                     key=lambda group: sign * sum(group[1]) / len(group[1]),
+                     default=(None, ()))
+        cells.append(CellResult(cell, chosen[1], runs, groups, chosen[0]))
     return cells, statuses
 
 
@@ -159,8 +185,8 @@ def format_ours(result: Optional[CellResult]) -> str:
     text = f"{result.mean:.2f}"
     if result.std is not None:
         text += f" +- {result.std:.2f}"
-    text += f" (n={len(result.values)})"
-    pending = len(result.cell.runs) - len(result.values)
+    text += f" (n={len(result.values)}" + (f", {result.chosen})" if result.chosen else ")")
+    pending = len(result.cell.runs) - result.num_values
     return text + (f" [{pending} pending]" if pending else "")
 
 
@@ -195,6 +221,9 @@ def to_markdown(table: registry.Table, cells, statuses, list_runs: bool = True) 
             header.append(f"{label} ours")
             keys.append((column, "ours"))
     legend = f"Ours: mean +- std over finished seeds (n) of {table.unit}"
+    if any(c.cell.alternatives for c in cells):
+        legend += ("; a best-of cell gives the better of its groups (its label "
+                   "after n)")
     legend += "; paper: the paper's number." if has_paper else "."
     lines = [f"## {table.title}", "",
              legend + (f" {table.notes}" if table.notes else ""),

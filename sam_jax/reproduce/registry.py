@@ -5,7 +5,10 @@ and a seed. It has a readable workdir name, unique within a table, and a
 command line; two tables that ask for the same run share its workdir under the
 same root. A `Cell` holds the paper's number (None where the paper has none),
 the runs whose mean we compare with it (one per seed) and the metric read from
-each run. A `Table` is the cells plus the row and column labels.
+each run; a cell may instead hold alternative groups of runs and report the
+better group's mean (`BestOf`: the paper's SGD figures, the better of SGD at
+SAM's epochs and at twice them). A `Table` is the cells plus the row and column
+labels.
 
 Table modules in experiments/ define `get_table(seeds=None) -> Table`; the CLI
 (`python -m sam_jax.reproduce`) plans, launches and collects them.
@@ -111,6 +114,7 @@ METRICS: dict[str, Metric] = {
     "accuracy": _percent("test_error", complement=True),  # Table 4: accuracy %
     "validation_error": _percent("validation_error"),  # the rho search
 }
+HIGHER_IS_BETTER = frozenset({"accuracy"})  # for the others, lower is better
 
 
 def _sharpness_records(outputs: dict) -> list[dict]:
@@ -186,14 +190,43 @@ def sharpness_metric(epoch: int, quantity: str) -> Metric:
     return metric
 
 
+Group = tuple[str, tuple[Run, ...]]  # (label, runs)
+
+
+@dataclasses.dataclass(frozen=True)
+class BestOf:
+    """Alternative groups of runs for one cell, e.g. SGD at SAM's epochs ("1x")
+    and at twice them ("2x"); the cell reports the better group's mean. A
+    `runs_for` of `grid_table` may return one instead of a list of runs."""
+    groups: tuple[Group, ...]
+
+    @property
+    def runs(self) -> tuple[Run, ...]:
+        return tuple(run for _, runs in self.groups for run in runs)
+
+
 @dataclasses.dataclass(frozen=True)
 class Cell:
-    """The paper's number for (row, column) and the runs that reproduce it."""
+    """The paper's number for (row, column) and the runs that reproduce it.
+
+    With `alternatives` (label, runs) groups, `runs` is their concatenation
+    and the cell's value is the mean of the better group (see collect.py).
+    """
     row: str  # a row key
     column: str  # a column key
     paper: Optional[float]
     runs: tuple[Run, ...] = ()
     metric: str = "error"  # a METRICS key, or "sharpness:EPOCH:QUANTITY"
+    alternatives: tuple[Group, ...] = ()
+
+    def __post_init__(self):
+        if self.alternatives and self.runs != BestOf(self.alternatives).runs:
+            raise ValueError(f"cell ({self.row}, {self.column}): runs must be the "
+                             "alternatives' runs, in order")
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric in HIGHER_IS_BETTER
 
     def metric_fn(self) -> Metric:
         if self.metric.startswith("sharpness:"):
@@ -258,14 +291,18 @@ def grid_table(name: str, title: str, rows, columns, paper: dict, runs_for,
     """A table with a cell for every (row, column) that has runs or a paper number.
 
     `paper[(row, column)]` is the paper's number; `runs_for(row, column)` the
-    runs (empty: a paper-only cell); `metric_for(row, column)` the metric.
+    runs (empty: a paper-only cell) or a `BestOf`; `metric_for(row, column)`
+    the metric.
     """
     cells = []
     for (row, _), (column, _) in itertools.product(rows, columns):
-        runs = tuple(runs_for(row, column))
+        spec = runs_for(row, column)
+        alternatives = spec.groups if isinstance(spec, BestOf) else ()
+        runs = spec.runs if isinstance(spec, BestOf) else tuple(spec)
         number = paper.get((row, column))
         if runs or number is not None:
-            cells.append(Cell(row, column, number, runs, metric_for(row, column)))
+            cells.append(Cell(row, column, number, runs, metric_for(row, column),
+                              alternatives))
     return Table(name, title, tuple(rows), tuple(columns), tuple(cells), **kwargs)
 
 
