@@ -31,6 +31,7 @@ SLURMD_PORT=16818
 TABLE=experiments/cluster/smoke_table.py
 PREEMPT_AT_STEP=300  # of 1200: a task is preempted once its log is past this step
 
+COMMAND_LINE="$0 $*"
 bad_input() { echo "error: $*" >&2; exit 2; }
 for arg in "$@"; do
   case "$arg" in
@@ -68,14 +69,18 @@ run_daemon() {  # name, then the command
   echo "$(stamp) \$ $*"; "$@" < /dev/null > "$SCRATCH/log/$name.stdout" 2>&1
 }
 FAILURES=0
+CHECKS=0
 check() {  # description, then a command that succeeds when the check passes
   local what="$1"; shift
+  CHECKS=$((CHECKS + 1))
   if "$@"; then echo "$(stamp) CHECK PASS: $what"; else echo "$(stamp) CHECK FAIL: $what"; FAILURES=$((FAILURES + 1)); fi
 }
 die() { echo "$(stamp) FAILED: $*"; exit 1; }
 
-echo "# scripts/slurm_localhost.sh on $(hostname), $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
-echo "# repository $REPO (commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')), python $PY"
+echo "# $COMMAND_LINE"
+echo "# on $(hostname), $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+DIRTY=$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null | grep -q . && echo ", with uncommitted changes")
+echo "# repository $REPO (commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$DIRTY), python $PY"
 echo "# $(nproc) CPU cores, $(uname -sr), $(. /etc/os-release && echo "$PRETTY_NAME")"
 
 # ---------------------------------------------------------------- packages
@@ -100,11 +105,16 @@ stop_daemon() {  # pidfile, name
   kill -9 "$pid" 2>/dev/null; say "killed $2 (pid $pid): it ignored SIGTERM for 10 s"
 }
 teardown() {
-  if pid_alive "$SCRATCH/slurmctld.pid" slurmctld && [[ -n "${JOB:-}" ]] \
-      && [[ -n "$(squeue -h -j "$JOB" 2>/dev/null)" ]]; then
-    say "cancelling what is left of job $JOB"
-    scancel "$JOB"
-    for _ in $(seq 40); do [[ -z "$(squeue -h -j "$JOB" 2>/dev/null)" ]] && break; sleep 1; done
+  # Every job of this private cluster (its own conf and ports) is ours.
+  local jobs
+  if pid_alive "$SCRATCH/slurmctld.pid" slurmctld \
+      && jobs=$(SLURM_CONF="$SCRATCH/slurm.conf" squeue -h -o %A 2>/dev/null | sort -u | tr '\n' ' ') \
+      && [[ -n "$jobs" ]]; then
+    say "cancelling the jobs still queued: $jobs"
+    SLURM_CONF="$SCRATCH/slurm.conf" scancel $jobs
+    for _ in $(seq 40); do
+      [[ -z "$(SLURM_CONF="$SCRATCH/slurm.conf" squeue -h 2>/dev/null)" ]] && break; sleep 1
+    done
   fi
   stop_daemon "$SCRATCH/slurmd.pid" slurmd
   stop_daemon "$SCRATCH/slurmctld.pid" slurmctld
@@ -261,6 +271,10 @@ show_queue
 say "every task of job $JOB has left the queue"
 
 # ---------------------------------------------------------------- checks
+trained_1200_steps() {  # workdir
+  "$PY" -c 'import json, sys; sys.exit(json.load(open(sys.argv[1]))["steps"] != 1200)' \
+    "$1/results.json" 2>/dev/null
+}
 for task in 0 1 2; do
   info=$(scontrol show job "${JOB}_$task")
   state=$(grep -o 'JobState=[A-Z_]*' <<<"$info" | head -n 1)
@@ -271,7 +285,7 @@ for task in 0 1 2; do
   check "task $task was requeued once" test "$restarts" = "Restarts=1"
   log=$(log_of "$task")
   say "task $task, key lines of $log:"
-  grep -E '^(starting|resuming|stopped|final|already|preempted)|slurmstepd|error' "$log" | sed 's/^/    /'
+  grep -E '^(starting|resuming|stopped|final|already|preempted|slurmstepd|srun|scontrol|scancel)' "$log" | sed 's/^/    /'
   saved=$(sed -n 's/.*checkpoint saved at step \([0-9]*\).*/\1/p' "$log" | head -n 1)
   resumed=$(sed -n 's/^resuming at step \([0-9]*\)\/.*/\1/p' "$log" | head -n 1)
   check "task $task saved a checkpoint on SIGTERM past step $PREEMPT_AT_STEP (step ${saved:-none})" \
@@ -280,8 +294,7 @@ for task in 0 1 2; do
     test -n "$resumed" -a "$resumed" = "${saved:-x}"
   workdir=$(sed -n "$((task + 1))p" "$ROOT/slurm/cluster_smoke.commands.tsv" | cut -f1)
   check "task $task: status.json says done" grep -q '"state": "done"' "$workdir/status.json"
-  check "task $task: results.json after all 1200 steps" \
-    "$PY" -c "import json, sys; sys.exit(json.load(open('$workdir/results.json'))['steps'] != 1200)"
+  check "task $task: results.json after all 1200 steps" trained_1200_steps "$workdir"
 done
 # Task 1 was requeued by SLURM itself; tasks 0 and 2 by the script, on exit 75.
 for task in 0 2; do
@@ -303,7 +316,7 @@ run "$PY" -m sam_jax.reproduce launch --table="$TABLE" --root="$ROOT" --launcher
 check "launching again submits nothing" grep -q 'all 3 runs finished; nothing to submit' "$RELAUNCH_OUT"
 
 if (( FAILURES )); then
-  say "$FAILURES check(s) failed"
+  say "$FAILURES of $CHECKS checks failed"
   exit 1
 fi
-say "all checks passed"
+say "all $CHECKS checks passed"

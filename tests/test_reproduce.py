@@ -217,12 +217,15 @@ def test_slurm_single_process_runs_have_no_distributed_flag(tmp_path):
 
 
 def run_slurm_task(tmp_path, train, signal_after=None):
-    """Runs the generated script as array task 0 with stub srun and scontrol."""
+    """Runs the generated script as array task 0 with stub srun, scontrol and
+    scancel (which, as SLURM does, signals the job step: here the run)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    (bin_dir / "srun").write_text('#!/bin/bash\nexec "$@"\n')
+    (bin_dir / "srun").write_text(f'#!/bin/bash\necho $$ > {tmp_path}/step.pid\nexec "$@"\n')
     (bin_dir / "scontrol").write_text(f'#!/bin/bash\necho "$@" >> {tmp_path}/scontrol\n')
-    for stub in ("srun", "scontrol"):
+    (bin_dir / "scancel").write_text(f'#!/bin/bash\necho "$@" >> {tmp_path}/scancel\n'
+                                     f'kill -s "${{1#--signal=}}" $(cat {tmp_path}/step.pid)\n')
+    for stub in ("srun", "scontrol", "scancel"):
         os.chmod(bin_dir / stub, 0o755)
     run = registry.make_run("configs/quickstart.py:sam")
     script, _ = slurm_files([run], str(tmp_path), signal_seconds=60)
@@ -230,7 +233,7 @@ def run_slurm_task(tmp_path, train, signal_after=None):
     (tmp_path / "cmds.tsv").write_text(f"{workdir}\t{train}\t\n")
     (tmp_path / "job.sbatch").write_text(script)
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}",
-               SLURM_ARRAY_JOB_ID="77", SLURM_ARRAY_TASK_ID="0")
+               SLURM_ARRAY_JOB_ID="77", SLURM_ARRAY_TASK_ID="0", SLURM_JOB_ID="78")
     process = subprocess.Popen(["bash", str(tmp_path / "job.sbatch")], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if signal_after:
@@ -254,6 +257,8 @@ def test_slurm_task_forwards_sigterm_to_the_run(tmp_path):
     train = "bash -c 'trap \"exit 75\" TERM; for i in $(seq 100); do sleep 0.1; done'"
     code, status, requeued = run_slurm_task(tmp_path, train, signal_after=1.0)
     assert (code, status["state"], requeued) == (75, "preempted", "requeue 77_0\n")
+    # Through SLURM to the job step, not to srun (which would SIGKILL the run).
+    assert (tmp_path / "scancel").read_text() == "--signal=TERM 78\n"
 
 
 # ------------------------------------------------------------ TPU

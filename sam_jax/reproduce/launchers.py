@@ -219,9 +219,10 @@ write_status() {{  # state exit_code: the run's status.json, read by collect
 STATUS=0
 if [[ ! -f "$WORKDIR/results.json" ]]; then
   # SIGTERM (preemption, or the time limit soon) goes to the run, which saves a
-  # checkpoint and exits 75; the task is then requeued and resumes.
+  # checkpoint and exits 75; the task is then requeued and resumes. It goes
+  # through SLURM to the job step: srun turns a SIGTERM of its own into SIGKILL.
   TERMINATING=0
-  forward_term() {{ TERMINATING=1; [[ -n "${{CHILD:-}}" ]] && kill -TERM "$CHILD" 2>/dev/null; }}
+  forward_term() {{ TERMINATING=1; scancel --signal=TERM "$SLURM_JOB_ID"; }}
   trap forward_term TERM
   write_status running null
   eval "TRAIN_ARGS=($TRAIN)"
