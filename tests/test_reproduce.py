@@ -269,13 +269,14 @@ def test_tpu_command():
                                     "~/sam_jax")
     assert line == (
         'gcloud compute tpus tpu-vm ssh my-pod --zone=us-central2-b --worker=all '
-        '--command="cd ~/sam_jax && python -m sam_jax.main '
+        '--command="cd ~/sam_jax && python3 -m sam_jax.main '
         '--config=configs/imagenet_resnet.py:resnet50,100,sam '
-        '--workdir=gs://b/t2/imagenet_resnet_resnet50_100_sam_seed0 --config.seed=0"')
+        '--workdir=gs://b/t2/imagenet_resnet_resnet50_100_sam_seed0 --config.seed=0 '
+        '--distributed=yes"')
     hessian = registry.make_run("configs/hessian.py:sgd", analyses=("hessian",))
     lines = launchers.tpu_command(hessian, "/r", "p", "z", "/repo")
     assert lines[1] == ('gcloud compute tpus tpu-vm ssh p --zone=z --worker=0 '
-                        '--command="cd /repo && python -m sam_jax.analyze '
+                        '--command="cd /repo && JAX_PLATFORMS=cpu python3 -m sam_jax.analyze '
                         '--workdir=/r/hessian_sgd_seed0 --what=hessian"')
 
 

@@ -221,8 +221,9 @@ if [[ ! -f "$WORKDIR/results.json" ]]; then
   # SIGTERM (preemption, or the time limit soon) goes to the run, which saves a
   # checkpoint and exits 75; the task is then requeued and resumes. It goes
   # through SLURM to the job step: srun turns a SIGTERM of its own into SIGKILL.
+  # In the background: while SLURM ends the job itself, scancel blocks until KillWait.
   TERMINATING=0
-  forward_term() {{ TERMINATING=1; scancel --signal=TERM "$SLURM_JOB_ID"; }}
+  forward_term() {{ TERMINATING=1; scancel --signal=TERM "$SLURM_JOB_ID" & }}
   trap forward_term TERM
   write_status running null
   eval "TRAIN_ARGS=($TRAIN)"
@@ -253,16 +254,26 @@ exit "$STATUS"
     return "\n".join(header) + "\n" + body
 
 
+TPU_PYTHON = "python3"  # TPU VM images have python3, not python
+
+
 def tpu_command(run: registry.Run, root: str, tpu_name: str, zone: str,
                 repo_dir: str) -> list[str]:
-    """gcloud ssh lines: train on every worker of the pod (the trainer calls
-    jax.distributed.initialize() itself on a multi-host TPU), then analyses
-    on worker 0."""
+    """gcloud ssh lines: train on every worker of the pod at once, then the
+    analyses on worker 0.
+
+    --distributed=yes: on a TPU VM the pod's workers are in the VM metadata,
+    which jax.distributed.initialize() reads, not in the environment that
+    --distributed=auto looks at. The analyses (one process) run on worker 0's
+    CPU: a program that uses a multi-host slice's TPUs must run on every worker.
+    """
     def gcloud(worker: str, command: str) -> str:
         escaped = (command.replace("\\", "\\\\").replace('"', '\\"')
                    .replace("$", "\\$").replace("`", "\\`"))
         return (f"gcloud compute tpus tpu-vm ssh {tpu_name} --zone={zone} "
                 f"--worker={worker} --command=\"cd {repo_dir} && {escaped}\"")
-    lines = [gcloud("all", run.command(root))]
-    lines += [gcloud("0", shlex.join(argv)) for argv in run.analysis_argvs(root)]
+    train = run.argv(root, TPU_PYTHON) + ["--distributed=yes"]
+    lines = [gcloud("all", shlex.join(train))]
+    lines += [gcloud("0", "JAX_PLATFORMS=cpu " + shlex.join(argv))
+              for argv in run.analysis_argvs(root, TPU_PYTHON)]
     return lines
