@@ -151,7 +151,8 @@ def _report_train(state, done, lr_fn, rho, progress, writer, is_main,
               f"rho {rho:g} lr {means['learning_rate']:.4g} "
               f"{rate:.2f} steps/s ETA {reporting.format_duration(eta_seconds)}",
               flush=True)
-    zeros = jax.device_put(steps.zero_metrics_sum(), state.step.sharding)
+    # From host values, as in starting_state (train_and_evaluate).
+    zeros = jax.device_put(jax.device_get(steps.zero_metrics_sum()), state.step.sharding)
     return state.replace(metrics_sum=zeros)
 
 
@@ -199,7 +200,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             note = (f"from pretrained {config.pretrained.path} (" +
                     ("its head kept)" if head_kept else
                      f"a new {spec.num_classes}-class head)"))
-        return jax.device_put(state, parallel.replicated(mesh)), note
+        # From host values: with one device per process, device_put of a
+        # jax.Array onto the global mesh gives an array whose shards cannot be
+        # read (JAX 0.10.2), and orbax's first save failed.
+        return jax.device_put(jax.device_get(state), parallel.replicated(mesh)), note
 
     # A finetuning run's checkpoint is read and checked here, before writing.
     state, finetune_note = starting_state(bool(config.pretrained.path) and not resuming)
