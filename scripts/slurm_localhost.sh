@@ -4,8 +4,10 @@
 # `python -m sam_jax.reproduce launch --launcher=slurm`, each of its three array
 # tasks preempted mid-run in a different way, then checks that every task
 # resumed from its checkpoint and finished, that `collect` shows every run
-# done, and that launching again submits nothing. The daemons are stopped at
-# the end, also when something fails.
+# done, and that launching again submits nothing. Then one run as a task of 2
+# processes (srun starts 2 trainers, which find each other through
+# jax.distributed.initialize() and SLURM's environment), preempted the same
+# way. The daemons are stopped at the end, also when something fails.
 #
 #   scripts/slurm_localhost.sh --python=.venv/bin/python \
 #       [--scratch=/tmp/sam_slurm] [--transcript=FILE] [--install]
@@ -13,7 +15,7 @@
 # Needs root (the daemons and jobs run as root here) and Debian's slurmctld,
 # slurmd, slurm-client and munge (--install apt-gets them). Everything else
 # (munge key, slurm.conf, daemon state and logs, the runs) lives in the scratch
-# directory, wiped at the start: the script can be rerun. It takes about 6
+# directory, wiped at the start: the script can be rerun. It takes about 10
 # minutes on 2 CPU cores, half of them waiting: SLURM holds a requeued job for
 # about 2 minutes before it may start again.
 # Exit codes: 0 every check passed; 1 a daemon or a check failed; 2 bad input.
@@ -39,7 +41,7 @@ for arg in "$@"; do
     --python=*) PY="${arg#*=}" ;;
     --transcript=*) TRANSCRIPT="${arg#*=}" ;;
     --install) INSTALL=1 ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; exit 0 ;;
     *) bad_input "unknown argument $arg (see --help)" ;;
   esac
 done
@@ -262,20 +264,24 @@ say "preemption 3: SIGTERM to task 2's job step only (scancel --signal=TERM): th
 wait_until_past_step 2
 run scancel --signal=TERM "${JOB}_2"
 
-deadline=$(( $(date +%s) + 1500 ))
-while [[ -n "$(squeue -h -j "$JOB" 2>/dev/null)" ]] && (( $(date +%s) < deadline )); do
-  show_queue; sleep 2
-done
-show_queue
-[[ -z "$(squeue -h -j "$JOB")" ]] || die "job $JOB still queued after 25 minutes"
-say "every task of job $JOB has left the queue"
+wait_until_job_left_queue() {
+  local deadline=$(( $(date +%s) + 1500 ))
+  while [[ -n "$(squeue -h -j "$JOB" 2>/dev/null)" ]] && (( $(date +%s) < deadline )); do
+    show_queue; sleep 2
+  done
+  show_queue
+  [[ -z "$(squeue -h -j "$JOB")" ]] || die "job $JOB still queued after 25 minutes"
+  say "every task of job $JOB has left the queue"
+}
+wait_until_job_left_queue
 
 # ---------------------------------------------------------------- checks
 trained_1200_steps() {  # workdir
   "$PY" -c 'import json, sys; sys.exit(json.load(open(sys.argv[1]))["steps"] != 1200)' \
     "$1/results.json" 2>/dev/null
 }
-for task in 0 1 2; do
+check_task() {  # task, workdir: requeued once, resumed where it saved, finished
+  local task="$1" workdir="$2" info state restarts exit_code log saved resumed
   info=$(scontrol show job "${JOB}_$task")
   state=$(grep -o 'JobState=[A-Z_]*' <<<"$info" | head -n 1)
   restarts=$(grep -o 'Restarts=[0-9]*' <<<"$info")
@@ -292,16 +298,15 @@ for task in 0 1 2; do
     test "${saved:-0}" -ge "$PREEMPT_AT_STEP"
   check "task $task resumed at the step it saved (${resumed:-none} = ${saved:-none})" \
     test -n "$resumed" -a "$resumed" = "${saved:-x}"
-  workdir=$(sed -n "$((task + 1))p" "$ROOT/slurm/cluster_smoke.commands.tsv" | cut -f1)
   check "task $task: status.json says done" grep -q '"state": "done"' "$workdir/status.json"
   check "task $task: results.json after all 1200 steps" trained_1200_steps "$workdir"
-done
-# Tasks 0 and 2 are requeued by the script, on exit 75. Task 1 was requeued by
-# SLURM already; the script getting there too shows its batch shell was not
-# stuck until SLURM's SIGKILL (KillWait) while the run saved.
-for task in 0 1 2; do
+  # Task 1 was requeued by SLURM already; the script getting there too shows its
+  # batch shell was not stuck until SLURM's SIGKILL (KillWait) while the run saved.
   check "task $task: the sbatch script saw exit 75 and requeued" \
-    grep -q "^preempted: requeueing ${JOB}_$task" "$(log_of "$task")"
+    grep -q "^preempted: requeueing ${JOB}_$task" "$log"
+}
+for task in 0 1 2; do
+  check_task "$task" "$(sed -n "$((task + 1))p" "$ROOT/slurm/cluster_smoke.commands.tsv" | cut -f1)"
 done
 say "jobcomp log, the array's tasks (a line each time a task ended, requeues included):"
 awk -v job="$JOB" '$0 ~ "ArrayJobId=" job " " {
@@ -316,6 +321,37 @@ RELAUNCH_OUT="$SCRATCH/relaunch.out"
 run "$PY" -m sam_jax.reproduce launch --table="$TABLE" --root="$ROOT" --launcher=slurm \
   --gpus_per_node=0 --partition=debug | tee "$RELAUNCH_OUT"
 check "launching again submits nothing" grep -q 'all 3 runs finished; nothing to submit' "$RELAUNCH_OUT"
+
+# ---------------------------------------------------------------- 2 processes
+say "a task of 2 processes (--tasks_per_node=2, as for several GPUs or nodes): srun starts"
+say "2 trainers; jax.distributed.initialize() finds the coordinator and each rank in"
+say "SLURM's environment; gloo carries the collectives between the CPU processes"
+ARRAY_JOB=$JOB
+ROOT="$SCRATCH/runs_2proc"
+LOGS="$ROOT/slurm"
+run "$PY" -m sam_jax.reproduce launch --table="$TABLE" --rows=sgd --root="$ROOT" \
+  --launcher=slurm --gpus_per_node=0 --partition=debug --time=00:30:00 --tasks_per_node=2 \
+  --setup="export PATH=$PYDIR:\$PATH" | tee "$SUBMIT_OUT"
+JOB=$(sed -n 's/.*Submitted batch job \([0-9]*\).*/\1/p' "$SUBMIT_OUT")
+[[ -n "$JOB" ]] || die "sbatch submitted nothing"
+LAST_QUEUE=""
+check "the script asks for 2 tasks per node" grep -q -- '^#SBATCH --ntasks-per-node=2$' "$LOGS/cluster_smoke.sbatch"
+check "the run's command has --distributed=yes" grep -q -- ' --distributed=yes' "$LOGS/cluster_smoke.commands.tsv"
+say "preemption 4: SIGTERM to the batch shell of the 2-process task"
+wait_until_past_step 0
+run scancel --batch --signal=TERM "${JOB}_0"
+wait_until_job_left_queue
+check_task 0 "$(cut -f1 "$LOGS/cluster_smoke.commands.tsv")"
+LOG=$(log_of 0)
+check "2 processes, 1 CPU device each" grep -q '^starting step 0/1200 (30 epochs of 40 steps, 2 devices' "$LOG"
+check "srun saw both processes exit 75" grep -q '^srun: error: localhost: tasks 0-1: Exited with exit code 75' "$LOG"
+saved_steps=$(sed -n 's/.*checkpoint saved at step \([0-9]*\).*/\1/p' "$LOG" | tr '\n' ' ')
+check "both processes stopped at the same step (${saved_steps})" \
+  test "$(wc -w <<<"$saved_steps") $(tr ' ' '\n' <<<"$saved_steps" | sort -u | grep -c .)" = "2 1"
+COLLECT_OUT="$SCRATCH/collect_2proc.out"
+run "$PY" -m sam_jax.reproduce collect --table="$TABLE" --rows=sgd --root="$ROOT" --format=summary \
+  | tee "$COLLECT_OUT"
+check "collect: the run done" grep -q 'Runs: 1 (done 1)$' "$COLLECT_OUT"
 
 if (( FAILURES )); then
   say "$FAILURES of $CHECKS checks failed"
