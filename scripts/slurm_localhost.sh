@@ -7,7 +7,9 @@
 # done, and that launching again submits nothing. Then one run as a task of 2
 # processes (srun starts 2 trainers, which find each other through
 # jax.distributed.initialize() and SLURM's environment), preempted the same
-# way. The daemons are stopped at the end, also when something fails.
+# way; and one run killed outright (a node dying), launched again, resumed from
+# its last periodic checkpoint. The daemons are stopped at the end, also when
+# something fails.
 #
 #   scripts/slurm_localhost.sh --python=.venv/bin/python \
 #       [--scratch=/tmp/sam_slurm] [--transcript=FILE] [--install]
@@ -352,6 +354,43 @@ COLLECT_OUT="$SCRATCH/collect_2proc.out"
 run "$PY" -m sam_jax.reproduce collect --table="$TABLE" --rows=sgd --root="$ROOT" --format=summary \
   | tee "$COLLECT_OUT"
 check "collect: the run done" grep -q 'Runs: 1 (done 1)$' "$COLLECT_OUT"
+
+# ---------------------------------------------------------------- a node dies
+say "a node dying mid-run: SIGKILL to every process of the task (scancel --full"
+say "--signal=KILL), so nothing saves on the way out; then launch again, which"
+say "submits the unfinished run, and it resumes from its last periodic checkpoint"
+ROOT="$SCRATCH/runs_killed"
+LOGS="$ROOT/slurm"
+launch_sgd() {
+  run "$PY" -m sam_jax.reproduce launch --table="$TABLE" --rows=sgd --root="$ROOT" \
+    --launcher=slurm --gpus_per_node=0 --partition=debug --time=00:30:00 \
+    --setup="export PATH=$PYDIR:\$PATH" | tee "$SUBMIT_OUT"
+  JOB=$(sed -n 's/.*Submitted batch job \([0-9]*\).*/\1/p' "$SUBMIT_OUT")
+  [[ -n "$JOB" ]] || die "sbatch submitted nothing"
+  LAST_QUEUE=""
+}
+launch_sgd
+KILLED_LOG=$(log_of 0)
+PREEMPT_AT_STEP=450  # past the checkpoint at step 400
+wait_until_past_step 0
+run scancel --full --signal=KILL "${JOB}_0"
+wait_until_job_left_queue
+killed_at=$(last_step 0)
+run scontrol show job "${JOB}_0" | grep -E 'JobState|Restarts'
+WORKDIR=$(cut -f1 "$LOGS/cluster_smoke.commands.tsv")
+check "the killed run left no results.json" test ! -e "$WORKDIR/results.json"
+launch_sgd
+check "launching again submitted the unfinished run" grep -q '# 1 of 1 runs' "$SUBMIT_OUT"
+wait_until_job_left_queue
+LOG=$(log_of 0)
+say "key lines of $KILLED_LOG, then $LOG:"
+grep -hE '^(starting|resuming|stopped|final|already|preempted|slurmstepd|srun)' "$KILLED_LOG" "$LOG" \
+  | sed 's/^/    /'
+resumed=$(sed -n 's/^resuming at step \([0-9]*\)\/.*/\1/p' "$LOG" | head -n 1)
+# Checkpoints every 200 steps: the last one at or before the step the log reached.
+check "killed at step ${killed_at:-?}, resumed at the checkpoint before it (${resumed:-none} = $(( ${killed_at:-0} / 200 * 200 )))" \
+  test -n "$resumed" -a "${resumed:-x}" = "$(( ${killed_at:-0} / 200 * 200 ))"
+check "the resumed run finished: results.json after all 1200 steps" trained_1200_steps "$WORKDIR"
 
 if (( FAILURES )); then
   say "$FAILURES of $CHECKS checks failed"
