@@ -7,9 +7,11 @@
 # done, and that launching again submits nothing. Then one run as a task of 2
 # processes (srun starts 2 trainers, which find each other through
 # jax.distributed.initialize() and SLURM's environment), preempted the same
-# way; and one run killed outright (a node dying), launched again, resumed from
-# its last periodic checkpoint. The daemons are stopped at the end, also when
-# something fails.
+# way; one run whose node dies (slurmd and every process of the task SIGKILLed,
+# slurmd started again), which SLURM requeues and which resumes from its last
+# periodic checkpoint; and one run cancelled with scancel, which must stay
+# cancelled and resume when launched again. The daemons are stopped at the
+# end, also when something fails.
 #
 #   scripts/slurm_localhost.sh --python=.venv/bin/python \
 #       [--scratch=/tmp/sam_slurm] [--transcript=FILE] [--install]
@@ -17,7 +19,7 @@
 # Needs root (the daemons and jobs run as root here) and Debian's slurmctld,
 # slurmd, slurm-client and munge (--install apt-gets them). Everything else
 # (munge key, slurm.conf, daemon state and logs, the runs) lives in the scratch
-# directory, wiped at the start: the script can be rerun. It takes about 10
+# directory, wiped at the start: the script can be rerun. It takes about 20
 # minutes on 2 CPU cores, half of them waiting: SLURM holds a requeued job for
 # about 2 minutes before it may start again.
 # Exit codes: 0 every check passed; 1 a daemon or a check failed; 2 bad input.
@@ -356,12 +358,11 @@ run "$PY" -m sam_jax.reproduce collect --table="$TABLE" --rows=sgd --root="$ROOT
 check "collect: the run done" grep -q 'Runs: 1 (done 1)$' "$COLLECT_OUT"
 
 # ---------------------------------------------------------------- a node dies
-say "a node dying mid-run: SIGKILL to every process of the task (scancel --full"
-say "--signal=KILL), so nothing saves on the way out; then launch again, which"
-say "submits the unfinished run, and it resumes from its last periodic checkpoint"
-ROOT="$SCRATCH/runs_killed"
+say "a node dying mid-run: slurmd, the task's slurmstepd and every process of the task"
+say "SIGKILLed at once, so nothing saves; then slurmd started again, as after a reboot"
+ROOT="$SCRATCH/runs_node_death"
 LOGS="$ROOT/slurm"
-launch_sgd() {
+launch_sgd() {  # submits the SGD run under $ROOT; sets JOB
   run "$PY" -m sam_jax.reproduce launch --table="$TABLE" --rows=sgd --root="$ROOT" \
     --launcher=slurm --gpus_per_node=0 --partition=debug --time=00:30:00 \
     --setup="export PATH=$PYDIR:\$PATH" | tee "$SUBMIT_OUT"
@@ -369,28 +370,62 @@ launch_sgd() {
   [[ -n "$JOB" ]] || die "sbatch submitted nothing"
   LAST_QUEUE=""
 }
+resumed_from_a_periodic_checkpoint() {  # log, step the log had reached when killed
+  local resumed; resumed=$(sed -n 's/^resuming at step \([0-9]*\)\/.*/\1/p' "$1" | head -n 1)
+  say "resumed at step ${resumed:-none}; killed with the log at step $2"
+  # Checkpoints every 200 steps; the log lags the run by under 50 steps.
+  [[ -n "$resumed" ]] && (( resumed % 200 == 0 && resumed > $2 - 200 && resumed < $2 + 50 ))
+}
 launch_sgd
-KILLED_LOG=$(log_of 0)
 PREEMPT_AT_STEP=450  # past the checkpoint at step 400
 wait_until_past_step 0
-run scancel --full --signal=KILL "${JOB}_0"
-wait_until_job_left_queue
 killed_at=$(last_step 0)
-run scontrol show job "${JOB}_0" | grep -E 'JobState|Restarts'
-WORKDIR=$(cut -f1 "$LOGS/cluster_smoke.commands.tsv")
-check "the killed run left no results.json" test ! -e "$WORKDIR/results.json"
+JOB_ID=$(squeue -h -j "${JOB}_0" -o %A)
+TASK_PIDS=$(scontrol listpids "$JOB_ID" | awk 'NR > 1 {print $1}' | sort -u)
+STEPD_PIDS=$(for pid in $TASK_PIDS; do
+  parent=$(awk '/^PPid/ {print $2}' "/proc/$pid/status" 2>/dev/null)
+  [[ "$(cat "/proc/$parent/comm" 2>/dev/null)" == slurmstepd ]] && echo "$parent"
+done | sort -u)
+say "the node's processes: slurmd $(cat "$SCRATCH/slurmd.pid"), slurmstepd" $STEPD_PIDS", the task's" $TASK_PIDS
+run kill -9 "$(cat "$SCRATCH/slurmd.pid")" $STEPD_PIDS $TASK_PIDS
+sleep 2
+start_slurm_daemon slurmd slurmd -f "$SLURM_CONF" -N localhost
+wait_until_job_left_queue
+say "slurmctld.log on the task:"
+grep -E "JobId=${JOB}_0\($JOB_ID\).*(missing|requeue)" "$SCRATCH/log/slurmctld.log" | sed 's/^/    /'
+check "slurmctld requeued the task itself (--requeue), due to node failure" \
+  grep -q "requeue JobId=${JOB}_0($JOB_ID) due to node failure" "$SCRATCH/log/slurmctld.log"
+LOG=$(log_of 0)
+check "the task resumed from its last periodic checkpoint" resumed_from_a_periodic_checkpoint "$LOG" "$killed_at"
+check "then finished: results.json after all 1200 steps" trained_1200_steps "$(cut -f1 "$LOGS/cluster_smoke.commands.tsv")"
+
+# ---------------------------------------------------------------- scancel, launch again
+say "scancel of a running task: the run gets SIGTERM, saves and exits 75, and the task"
+say "stays cancelled (not requeued); launch again submits the unfinished run, which resumes"
+ROOT="$SCRATCH/runs_cancelled"
+LOGS="$ROOT/slurm"
+launch_sgd
+PREEMPT_AT_STEP=300
+wait_until_past_step 0
+run scancel "${JOB}_0"
+wait_until_job_left_queue
+CANCELLED_LOG=$(log_of 0)
+info=$(scontrol show job "${JOB}_0")
+say "task: $(grep -o 'JobState=[A-Z_]*' <<<"$info" | head -n 1) $(grep -o 'Restarts=[0-9]*' <<<"$info")"
+check "the cancelled task stayed cancelled" grep -q 'JobState=CANCELLED' <<<"$info"
+check "the sbatch script did not requeue it" grep -q "^cancelled: not requeued" "$CANCELLED_LOG"
+saved=$(sed -n 's/.*checkpoint saved at step \([0-9]*\).*/\1/p' "$CANCELLED_LOG" | head -n 1)
 launch_sgd
 check "launching again submitted the unfinished run" grep -q '# 1 of 1 runs' "$SUBMIT_OUT"
 wait_until_job_left_queue
 LOG=$(log_of 0)
-say "key lines of $KILLED_LOG, then $LOG:"
-grep -hE '^(starting|resuming|stopped|final|already|preempted|slurmstepd|srun)' "$KILLED_LOG" "$LOG" \
+say "key lines of $CANCELLED_LOG, then $LOG:"
+grep -hE '^(starting|resuming|stopped|final|cancelled|preempted|slurmstepd|srun)' "$CANCELLED_LOG" "$LOG" \
   | sed 's/^/    /'
 resumed=$(sed -n 's/^resuming at step \([0-9]*\)\/.*/\1/p' "$LOG" | head -n 1)
-# Checkpoints every 200 steps: the last one at or before the step the log reached.
-check "killed at step ${killed_at:-?}, resumed at the checkpoint before it (${resumed:-none} = $(( ${killed_at:-0} / 200 * 200 )))" \
-  test -n "$resumed" -a "${resumed:-x}" = "$(( ${killed_at:-0} / 200 * 200 ))"
-check "the resumed run finished: results.json after all 1200 steps" trained_1200_steps "$WORKDIR"
+check "the new job resumed at the step saved on scancel (${resumed:-none} = ${saved:-none})" \
+  test -n "$resumed" -a "$resumed" = "${saved:-x}"
+check "then finished: results.json after all 1200 steps" trained_1200_steps "$(cut -f1 "$LOGS/cluster_smoke.commands.tsv")"
 
 if (( FAILURES )); then
   say "$FAILURES of $CHECKS checks failed"

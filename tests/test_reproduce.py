@@ -216,13 +216,15 @@ def test_slurm_single_process_runs_have_no_distributed_flag(tmp_path):
     assert after == f"python -m sam_jax.analyze --workdir={workdir} --what=hessian"
 
 
-def run_slurm_task(tmp_path, train, signal_after=None):
+def run_slurm_task(tmp_path, train, signal_after=None, job_state="RUNNING"):
     """Runs the generated script as array task 0 with stub srun, scontrol and
     scancel (which, as SLURM does, signals the job step: here the run)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     (bin_dir / "srun").write_text(f'#!/bin/bash\necho $$ > {tmp_path}/step.pid\nexec "$@"\n')
-    (bin_dir / "scontrol").write_text(f'#!/bin/bash\necho "$@" >> {tmp_path}/scontrol\n')
+    (bin_dir / "scontrol").write_text(  # `show job` prints the state; the rest is recorded
+        f'#!/bin/bash\n[[ $1 == show ]] && echo "JobState=$FAKE_JOB_STATE" && exit 0\n'
+        f'echo "$@" >> {tmp_path}/scontrol\n')
     (bin_dir / "scancel").write_text(f'#!/bin/bash\necho "$@" >> {tmp_path}/scancel\n'
                                      f'kill -s "${{1#--signal=}}" $(cat {tmp_path}/step.pid)\n')
     for stub in ("srun", "scontrol", "scancel"):
@@ -233,7 +235,8 @@ def run_slurm_task(tmp_path, train, signal_after=None):
     (tmp_path / "cmds.tsv").write_text(f"{workdir}\t{train}\t\n")
     (tmp_path / "job.sbatch").write_text(script)
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}",
-               SLURM_ARRAY_JOB_ID="77", SLURM_ARRAY_TASK_ID="0", SLURM_JOB_ID="78")
+               SLURM_ARRAY_JOB_ID="77", SLURM_ARRAY_TASK_ID="0", SLURM_JOB_ID="78",
+               FAKE_JOB_STATE=job_state)
     process = subprocess.Popen(["bash", str(tmp_path / "job.sbatch")], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if signal_after:
@@ -250,6 +253,13 @@ def test_slurm_task_records_failure_and_requeues_on_exit_75(tmp_path):
     assert (code, status["state"], status["exit_code"], requeued) == (3, "failed", 3, "")
     code, status, requeued = run_slurm_task(tmp_path, "bash -c 'exit 75'")
     assert (code, status["state"], requeued) == (75, "preempted", "requeue 77_0\n")
+
+
+def test_slurm_task_cancelled_by_the_user_is_not_requeued(tmp_path):
+    # scancel sends SIGTERM: the run saves and exits 75, and the task stays cancelled.
+    code, status, requeued = run_slurm_task(tmp_path, "bash -c 'exit 75'",
+                                            job_state="CANCELLED")
+    assert (code, status["state"], requeued) == (75, "preempted", "")
 
 
 def test_slurm_task_forwards_sigterm_to_the_run(tmp_path):

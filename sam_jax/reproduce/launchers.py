@@ -239,8 +239,13 @@ fi
 
 if (( STATUS == 75 )); then
   write_status preempted 75
-  echo "preempted: requeueing $TASK"
-  scontrol requeue "$TASK"
+  # scancel sends SIGTERM too: a task the user cancelled stays cancelled.
+  if scontrol show job "$SLURM_JOB_ID" | grep -q "JobState=CANCELLED"; then
+    echo "cancelled: not requeued; launch again to resume $TASK"
+  else
+    echo "preempted: requeueing $TASK"
+    scontrol requeue "$TASK"
+  fi
 elif (( STATUS != 0 )); then
   write_status failed "$STATUS"
 elif [[ -n "$AFTER" ]]; then
