@@ -46,14 +46,14 @@ sys.exit(int(os.environ.get("FAKE_EXIT", "0")))
 
 SSH = ["compute", "tpus", "tpu-vm", "ssh", "my-pod", "--zone=us-central2-b"]
 PLAIN_TRAIN = ("python3 -m sam_jax.main --config=configs/quickstart.py:sam "
-               "--workdir=gs://bucket/runs/quickstart_sam_note=a--HOME--b-_sam.rho=0.05_seed0 "
+               "--workdir=/mnt/shared/runs/quickstart_sam_note=a--HOME--b-_sam.rho=0.05_seed0 "
                "--config.seed=0 '--config.note=a $HOME '\"'\"'b'\"'\"'' --config.sam.rho=0.05 "
                "--distributed=yes")
 HESSIAN_TRAIN = ("python3 -m sam_jax.main --config=configs/hessian.py:sgd "
-                 "--workdir=gs://bucket/runs/hessian_sgd_seed0 --config.seed=0 "
+                 "--workdir=/mnt/shared/runs/hessian_sgd_seed0 --config.seed=0 "
                  "--distributed=yes")
 HESSIAN_ANALYSIS = ("JAX_PLATFORMS=cpu python3 -m sam_jax.analyze "
-                    "--workdir=gs://bucket/runs/hessian_sgd_seed0 --what=hessian")
+                    "--workdir=/mnt/shared/runs/hessian_sgd_seed0 --what=hessian")
 EXPECTED_GCLOUD = [
     SSH + ["--worker=all", "--command=cd ~/sam_jax && " + PLAIN_TRAIN],
     SSH + ["--worker=all", "--command=cd ~/sam_jax && " + HESSIAN_TRAIN],
@@ -62,14 +62,14 @@ EXPECTED_GCLOUD = [
 # What python3 gets on the workers, in ~/sam_jax.
 EXPECTED_WORKER = [
     ({"argv": ["-m", "sam_jax.main", "--config=configs/quickstart.py:sam",
-               "--workdir=gs://bucket/runs/quickstart_sam_note=a--HOME--b-_sam.rho=0.05_seed0",
+               "--workdir=/mnt/shared/runs/quickstart_sam_note=a--HOME--b-_sam.rho=0.05_seed0",
                "--config.seed=0", "--config.note=a $HOME 'b'", "--config.sam.rho=0.05",
                "--distributed=yes"], "JAX_PLATFORMS": None}),
     ({"argv": ["-m", "sam_jax.main", "--config=configs/hessian.py:sgd",
-               "--workdir=gs://bucket/runs/hessian_sgd_seed0", "--config.seed=0",
+               "--workdir=/mnt/shared/runs/hessian_sgd_seed0", "--config.seed=0",
                "--distributed=yes"], "JAX_PLATFORMS": None}),
     # One process cannot use a multi-host slice's TPUs alone: the CPU.
-    ({"argv": ["-m", "sam_jax.analyze", "--workdir=gs://bucket/runs/hessian_sgd_seed0",
+    ({"argv": ["-m", "sam_jax.analyze", "--workdir=/mnt/shared/runs/hessian_sgd_seed0",
                "--what=hessian"], "JAX_PLATFORMS": "cpu"}),
 ]
 
@@ -86,7 +86,7 @@ def pod(tmp_path):
     return tmp_path
 
 
-def launch_tpu(pod, *flags, fake_exit=0, root="gs://bucket/runs"):
+def launch_tpu(pod, *flags, fake_exit=0, root="/mnt/shared/runs"):
     env = dict(os.environ, PATH=f"{pod / 'bin'}:{os.environ['PATH']}",
                FAKE_EXIT=str(fake_exit))
     return subprocess.run(
@@ -144,9 +144,11 @@ def test_tpu_failed_training_skips_its_analyses_and_exits_1(pod):
 
 
 @pytest.mark.parametrize("flags, message", [
-    (("--root=runs", "--tpu_name=p", "--zone=z"), "--root=runs is relative"),
-    (("--root=gs://b/r", "--execute"), "--execute needs --tpu_name"),
-    (("--root=gs://b/r", "--execute", "--tpu_name=p"), "--execute needs --tpu_name"),
+    (("--root=runs", "--tpu_name=p", "--zone=z"), "--root=runs: give an absolute path"),
+    # The trainer writes with os and open(): a gs:// workdir would be a local "gs:".
+    (("--root=gs://b/r", "--tpu_name=p", "--zone=z"), "--root=gs://b/r: give an absolute"),
+    (("--root=/mnt/r", "--execute"), "--execute needs --tpu_name"),
+    (("--root=/mnt/r", "--execute", "--tpu_name=p"), "--execute needs --tpu_name"),
 ])
 def test_tpu_bad_input_is_one_line_and_exit_2(pod, flags, message):
     root = next(flag for flag in flags if flag.startswith("--root=")).removeprefix("--root=")

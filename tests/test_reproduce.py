@@ -255,10 +255,11 @@ def test_slurm_task_records_failure_and_requeues_on_exit_75(tmp_path):
     assert (code, status["state"], requeued) == (75, "preempted", "requeue 77_0\n")
 
 
-def test_slurm_task_cancelled_by_the_user_is_not_requeued(tmp_path):
-    # scancel sends SIGTERM: the run saves and exits 75, and the task stays cancelled.
+def test_slurm_task_that_slurm_is_ending_is_not_requeued_again(tmp_path):
+    # scancel (and scontrol requeue) send SIGTERM while the job is COMPLETING:
+    # the run saves and exits 75; a cancelled task must stay cancelled.
     code, status, requeued = run_slurm_task(tmp_path, "bash -c 'exit 75'",
-                                            job_state="CANCELLED")
+                                            job_state="COMPLETING")
     assert (code, status["state"], requeued) == (75, "preempted", "")
 
 

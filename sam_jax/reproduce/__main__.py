@@ -201,10 +201,12 @@ def launch_slurm(table, root, runs, args) -> int:
 
 def launch_tpu(root, runs, args) -> int:
     # The workers write each checkpoint together, so the root is storage they
-    # all see (gs://); a relative one would be made absolute here, not there.
-    if "://" not in args.root and not os.path.isabs(args.root):
-        raise BadInput(f"--root={args.root} is relative: give one every TPU worker "
-                       "shares, e.g. gs://BUCKET/DIR")
+    # all mount at one path; a relative one would be made absolute here, not
+    # there. The trainer writes its workdir with os and open(), which take a
+    # gs:// path for a local directory named "gs:".
+    if "://" in args.root or not os.path.isabs(args.root):
+        raise BadInput(f"--root={args.root}: give an absolute path that every TPU worker "
+                       "mounts (NFS, Filestore, gcsfuse); the trainer cannot write gs://")
     if args.execute and not args.dry_run and (args.tpu_name == "TPU_NAME"
                                               or args.zone == "ZONE"):
         raise BadInput("--execute needs --tpu_name=NAME and --zone=ZONE (the pod's)")

@@ -239,12 +239,15 @@ fi
 
 if (( STATUS == 75 )); then
   write_status preempted 75
-  # scancel sends SIGTERM too: a task the user cancelled stays cancelled.
-  if scontrol show job "$SLURM_JOB_ID" | grep -q "JobState=CANCELLED"; then
-    echo "cancelled: not requeued; launch again to resume $TASK"
-  else
+  # Still RUNNING: the time limit is near, or a signal came: requeue. Otherwise
+  # SLURM is ending the task and its own choice stands: requeued (preemption,
+  # scontrol requeue, a node failure) or cancelled (scancel, which signals too).
+  STATE=$(scontrol show job "$SLURM_JOB_ID" | grep -o "JobState=[A-Z_]*")
+  if [[ -z "$STATE" || "$STATE" == JobState=RUNNING ]]; then
     echo "preempted: requeueing $TASK"
     scontrol requeue "$TASK"
+  else
+    echo "preempted: not requeued here, SLURM is ending $TASK ($STATE)"
   fi
 elif (( STATUS != 0 )); then
   write_status failed "$STATUS"
