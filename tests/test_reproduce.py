@@ -222,8 +222,12 @@ def run_slurm_task(tmp_path, train, signal_after=None, job_state="RUNNING"):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     (bin_dir / "srun").write_text(f'#!/bin/bash\necho $$ > {tmp_path}/step.pid\nexec "$@"\n')
-    (bin_dir / "scontrol").write_text(  # `show job` prints the state; the rest is recorded
-        f'#!/bin/bash\n[[ $1 == show ]] && echo "JobState=$FAKE_JOB_STATE" && exit 0\n'
+    # `show job 77_0` prints the task's state, `show job` of anything else (the
+    # array) every task's; the rest is recorded.
+    (bin_dir / "scontrol").write_text(
+        '#!/bin/bash\nif [[ $1 == show ]]; then\n'
+        '  [[ $3 == 77_0 ]] && echo "JobState=$FAKE_JOB_STATE" || printf "JobState=%s\\n" RUNNING PENDING\n'
+        '  exit 0\nfi\n'
         f'echo "$@" >> {tmp_path}/scontrol\n')
     (bin_dir / "scancel").write_text(f'#!/bin/bash\necho "$@" >> {tmp_path}/scancel\n'
                                      f'kill -s "${{1#--signal=}}" $(cat {tmp_path}/step.pid)\n')
@@ -268,8 +272,9 @@ def test_slurm_task_forwards_sigterm_to_the_run(tmp_path):
     train = "bash -c 'trap \"exit 75\" TERM; for i in $(seq 100); do sleep 0.1; done'"
     code, status, requeued = run_slurm_task(tmp_path, train, signal_after=1.0)
     assert (code, status["state"], requeued) == (75, "preempted", "requeue 77_0\n")
-    # Through SLURM to the job step, not to srun (which would SIGKILL the run).
-    assert (tmp_path / "scancel").read_text() == "--signal=TERM 78\n"
+    # Through SLURM to this task's job step, not to srun (which would SIGKILL
+    # the run), nor to job 78 (an array's id: all its tasks).
+    assert (tmp_path / "scancel").read_text() == "--signal=TERM 77_0\n"
 
 
 # ------------------------------------------------------------ TPU

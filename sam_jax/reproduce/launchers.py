@@ -222,8 +222,9 @@ if [[ ! -f "$WORKDIR/results.json" ]]; then
   # checkpoint and exits 75; the task is then requeued and resumes. It goes
   # through SLURM to the job step: srun turns a SIGTERM of its own into SIGKILL.
   # In the background: while SLURM ends the job itself, scancel blocks until KillWait.
+  # $TASK, not $SLURM_JOB_ID: one task's job id is the array's, which means every task.
   TERMINATING=0
-  forward_term() {{ TERMINATING=1; scancel --signal=TERM "$SLURM_JOB_ID" & }}
+  forward_term() {{ TERMINATING=1; scancel --signal=TERM "$TASK" & }}
   trap forward_term TERM
   write_status running null
   eval "TRAIN_ARGS=($TRAIN)"
@@ -242,7 +243,7 @@ if (( STATUS == 75 )); then
   # Still RUNNING: the time limit is near, or a signal came: requeue. Otherwise
   # SLURM is ending the task and its own choice stands: requeued (preemption,
   # scontrol requeue, a node failure) or cancelled (scancel, which signals too).
-  STATE=$(scontrol show job "$SLURM_JOB_ID" | grep -o "JobState=[A-Z_]*")
+  STATE=$(scontrol show job "$TASK" | grep -o "JobState=[A-Z_]*")
   if [[ -z "$STATE" || "$STATE" == JobState=RUNNING ]]; then
     echo "preempted: requeueing $TASK"
     scontrol requeue "$TASK"
