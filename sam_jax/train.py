@@ -14,6 +14,7 @@ from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import optax
@@ -150,8 +151,9 @@ def _report_train(state, done, lr_fn, progress, writer, is_main, total_steps,
               f"rho {means['rho']:g} lr {means['learning_rate']:.4g} "
               f"{rate:.2f} steps/s ETA {reporting.format_duration(eta_seconds)}",
               flush=True)
-    zeros = jax.device_put(steps.zero_metrics_sum(
-        name for name in state.metrics_sum if name != "steps"), state.step.sharding)
+    # From host values, as in starting_state (train_and_evaluate).
+    zeros = jax.device_put(jax.device_get(steps.zero_metrics_sum(
+        name for name in state.metrics_sum if name != "steps")), state.step.sharding)
     return state.replace(metrics_sum=zeros)
 
 
@@ -226,7 +228,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             note = (f"from pretrained {config.pretrained.path} (" +
                     ("its head kept)" if head_kept else
                      f"a new {spec.num_classes}-class head)"))
-        return jax.device_put(state, parallel.replicated(mesh)), note
+        # From host values: with one device per process, device_put of a
+        # jax.Array onto the global mesh gives an array whose shards cannot be
+        # read (JAX 0.10.2), and orbax's first save failed.
+        return jax.device_put(jax.device_get(state), parallel.replicated(mesh)), note
 
     # A finetuning run's checkpoint is read and checked here, before writing.
     state, finetune_note = starting_state(bool(config.pretrained.path) and not resuming)
@@ -273,8 +278,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     stopwatch = Stopwatch(float(jax.device_get(state.train_seconds)))
 
     def with_seconds(state):
-        return state.replace(train_seconds=jax.device_put(
-            jnp.float32(stopwatch.read()), state.step.sharding))
+        seconds = np.float32(stopwatch.read())
+        if jax.process_count() > 1:  # one value on every process: process 0's clock
+            seconds = np.float32(multihost_utils.broadcast_one_to_all(seconds))
+        return state.replace(train_seconds=jax.device_put(seconds, state.step.sharding))
 
     def check_finite(state):
         if not config.skip_nonfinite_steps:  # skipped steps changed nothing

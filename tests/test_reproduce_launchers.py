@@ -60,13 +60,22 @@ def test_slurm_single_process_runs_have_no_distributed_flag(tmp_path):
     assert after == f"python -m sam_jax.analysis --workdir={workdir} --what=hessian"
 
 
-def run_slurm_task(tmp_path, train, signal_after=None):
-    """Runs the generated script as array task 0 with stub srun and scontrol."""
+def run_slurm_task(tmp_path, train, signal_after=None, job_state="RUNNING"):
+    """Runs the generated script as array task 0 with stub srun, scontrol and
+    scancel (which, as SLURM does, signals the job step: here the run)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    (bin_dir / "srun").write_text('#!/bin/bash\nexec "$@"\n')
-    (bin_dir / "scontrol").write_text(f'#!/bin/bash\necho "$@" >> {tmp_path}/scontrol\n')
-    for stub in ("srun", "scontrol"):
+    (bin_dir / "srun").write_text(f'#!/bin/bash\necho $$ > {tmp_path}/step.pid\nexec "$@"\n')
+    # `show job 77_0` prints the task's state, `show job` of anything else (the
+    # array) every task's; the rest is recorded.
+    (bin_dir / "scontrol").write_text(
+        '#!/bin/bash\nif [[ $1 == show ]]; then\n'
+        '  [[ $3 == 77_0 ]] && echo "JobState=$FAKE_JOB_STATE" || printf "JobState=%s\\n" RUNNING PENDING\n'
+        '  exit 0\nfi\n'
+        f'echo "$@" >> {tmp_path}/scontrol\n')
+    (bin_dir / "scancel").write_text(f'#!/bin/bash\necho "$@" >> {tmp_path}/scancel\n'
+                                     f'kill -s "${{1#--signal=}}" $(cat {tmp_path}/step.pid)\n')
+    for stub in ("srun", "scontrol", "scancel"):
         os.chmod(bin_dir / stub, 0o755)
     run = registry.make_run("configs/quickstart.py:sam")
     script, _ = slurm_files([run], str(tmp_path), signal_seconds=60)
@@ -74,7 +83,8 @@ def run_slurm_task(tmp_path, train, signal_after=None):
     (tmp_path / "cmds.tsv").write_text(f"{workdir}\t{train}\t\n")
     (tmp_path / "job.sbatch").write_text(script)
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}",
-               SLURM_ARRAY_JOB_ID="77", SLURM_ARRAY_TASK_ID="0")
+               SLURM_ARRAY_JOB_ID="77", SLURM_ARRAY_TASK_ID="0", SLURM_JOB_ID="78",
+               FAKE_JOB_STATE=job_state)
     process = subprocess.Popen(["bash", str(tmp_path / "job.sbatch")], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if signal_after:
@@ -93,11 +103,22 @@ def test_slurm_task_records_failure_and_requeues_on_exit_75(tmp_path):
     assert (code, status["state"], requeued) == (75, "preempted", "requeue 77_0\n")
 
 
+def test_slurm_task_that_slurm_is_ending_is_not_requeued_again(tmp_path):
+    # scancel (and scontrol requeue) send SIGTERM while the job is COMPLETING:
+    # the run saves and exits 75; a cancelled task must stay cancelled.
+    code, status, requeued = run_slurm_task(tmp_path, "bash -c 'exit 75'",
+                                            job_state="COMPLETING")
+    assert (code, status["state"], requeued) == (75, "preempted", "")
+
+
 def test_slurm_task_forwards_sigterm_to_the_run(tmp_path):
     # A stand-in for the trainer: on SIGTERM it "saves" and exits 75.
     train = "bash -c 'trap \"exit 75\" TERM; for i in $(seq 100); do sleep 0.1; done'"
     code, status, requeued = run_slurm_task(tmp_path, train, signal_after=1.0)
     assert (code, status["state"], requeued) == (75, "preempted", "requeue 77_0\n")
+    # Through SLURM to this task's job step, not to srun (which would SIGKILL
+    # the run), nor to job 78 (an array's id: all its tasks).
+    assert (tmp_path / "scancel").read_text() == "--signal=TERM 77_0\n"
 
 
 # ------------------------------------------------------------ TPU
@@ -109,14 +130,15 @@ def test_tpu_command():
                                     "~/sam_jax")
     assert line == (
         'gcloud compute tpus tpu-vm ssh my-pod --zone=us-central2-b --worker=all '
-        '--command="cd ~/sam_jax && python -m sam_jax.main '
+        '--command="cd ~/sam_jax && python3 -m sam_jax.main '
         '--config=configs/imagenet_resnet.py:resnet50,100,sam '
-        '--workdir=gs://b/t2/imagenet_resnet_resnet50_100_sam_seed0 --config.seed=0"')
+        '--workdir=gs://b/t2/imagenet_resnet_resnet50_100_sam_seed0 --config.seed=0 '
+        '--distributed=yes"')
     hessian = registry.make_run("configs/hessian.py:sgd", analyses=("hessian",))
     lines = launchers.tpu_command(hessian, "/r", "p", "z", "/repo")
     assert lines[1] == ('gcloud compute tpus tpu-vm ssh p --zone=z --worker=0 '
-                        '--command="cd /repo && python -m sam_jax.analysis '
-                        '--workdir=/r/hessian_sgd_seed0 --what=hessian"')
+                        '--command="cd /repo && JAX_PLATFORMS=cpu python3 -m '
+                        'sam_jax.analysis --workdir=/r/hessian_sgd_seed0 --what=hessian"')
 
 
 # ------------------------------------------------------------ local launcher

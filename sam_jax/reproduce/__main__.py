@@ -163,6 +163,11 @@ def _slurm_options(args) -> launchers.SlurmOptions:
     for name in ("nodes", "tasks_per_node"):
         if getattr(args, name) < 1:
             raise BadInput(f"--{name}={getattr(args, name)} must be >= 1")
+    if args.gpus_per_node < 0:  # 0: no GPU request (a CPU partition)
+        raise BadInput(f"--gpus_per_node={args.gpus_per_node} must be >= 0")
+    for name in ("cpus_per_task", "max_parallel"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise BadInput(f"--{name}={getattr(args, name)} must be >= 1")
     return launchers.SlurmOptions(
         partition=args.partition, time=args.time, nodes=args.nodes,
         tasks_per_node=args.tasks_per_node, gpus_per_node=args.gpus_per_node,
@@ -220,6 +225,16 @@ def launch_slurm(table, root, runs, args) -> int:
 
 
 def launch_tpu(root, runs, args) -> int:
+    # The workers write each checkpoint together, so the root is storage they
+    # all mount at one path; a relative one would be made absolute here, not
+    # there. The trainer writes its workdir with os and open(), which take a
+    # gs:// path for a local directory named "gs:".
+    if "://" in args.root or not os.path.isabs(args.root):
+        raise BadInput(f"--root={args.root}: give an absolute path that every TPU worker "
+                       "mounts (NFS, Filestore, gcsfuse); the trainer cannot write gs://")
+    if args.execute and not args.dry_run and (args.tpu_name == "TPU_NAME"
+                                              or args.zone == "ZONE"):
+        raise BadInput("--execute needs --tpu_name=NAME and --zone=ZONE (the pod's)")
     failed = 0
     for run in runs:
         for line in launchers.tpu_command(run, root, args.tpu_name, args.zone,

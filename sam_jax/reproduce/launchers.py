@@ -220,9 +220,12 @@ write_status() {{  # state exit_code: the run's status.json, read by collect
 STATUS=0
 if [[ ! -f "$WORKDIR/{workdir_lib.RESULTS_FILE}" ]]; then
   # SIGTERM (preemption, or the time limit soon) goes to the run, which saves a
-  # checkpoint and exits {EXIT_PREEMPTED}; the task is then requeued and resumes.
+  # checkpoint and exits {EXIT_PREEMPTED}; the task is then requeued and resumes. It goes
+  # through SLURM to the job step: srun turns a SIGTERM of its own into SIGKILL.
+  # In the background: while SLURM ends the job itself, scancel blocks until KillWait.
+  # $TASK, not $SLURM_JOB_ID: one task's job id is the array's, which means every task.
   TERMINATING=0
-  forward_term() {{ TERMINATING=1; [[ -n "${{CHILD:-}}" ]] && kill -TERM "$CHILD" 2>/dev/null; }}
+  forward_term() {{ TERMINATING=1; scancel --signal=TERM "$TASK" & }}
   trap forward_term TERM
   write_status running null
   eval "TRAIN_ARGS=($TRAIN)"
@@ -238,8 +241,16 @@ fi
 
 if (( STATUS == {EXIT_PREEMPTED} )); then
   write_status preempted {EXIT_PREEMPTED}
-  echo "preempted: requeueing $TASK"
-  scontrol requeue "$TASK"
+  # Still RUNNING: the time limit is near, or a signal came: requeue. Otherwise
+  # SLURM is ending the task and its own choice stands: requeued (preemption,
+  # scontrol requeue, a node failure) or cancelled (scancel, which signals too).
+  STATE=$(scontrol show job "$TASK" | grep -o "JobState=[A-Z_]*")
+  if [[ -z "$STATE" || "$STATE" == JobState=RUNNING ]]; then
+    echo "preempted: requeueing $TASK"
+    scontrol requeue "$TASK"
+  else
+    echo "preempted: not requeued here, SLURM is ending $TASK ($STATE)"
+  fi
 elif (( STATUS != 0 )); then
   write_status failed "$STATUS"
 elif [[ -n "$AFTER" ]]; then
@@ -253,16 +264,26 @@ exit "$STATUS"
     return "\n".join(header) + "\n" + body
 
 
+TPU_PYTHON = "python3"  # TPU VM images have python3, not python
+
+
 def tpu_command(run: registry.Run, root: str, tpu_name: str, zone: str,
                 repo_dir: str) -> list[str]:
-    """gcloud ssh lines: train on every worker of the pod (the trainer calls
-    jax.distributed.initialize() itself on a multi-host TPU), then analyses
-    on worker 0."""
+    """gcloud ssh lines: train on every worker of the pod at once, then the
+    analyses on worker 0.
+
+    --distributed=yes: on a TPU VM the pod's workers are in the VM metadata,
+    which jax.distributed.initialize() reads, not in the environment that
+    --distributed=auto looks at. The analyses (one process) run on worker 0's
+    CPU: a program that uses a multi-host slice's TPUs must run on every worker.
+    """
     def gcloud(worker: str, command: str) -> str:
         escaped = (command.replace("\\", "\\\\").replace('"', '\\"')
                    .replace("$", "\\$").replace("`", "\\`"))
         return (f"gcloud compute tpus tpu-vm ssh {tpu_name} --zone={zone} "
                 f"--worker={worker} --command=\"cd {repo_dir} && {escaped}\"")
-    lines = [gcloud("all", run.command(root))]
-    lines += [gcloud("0", shlex.join(argv)) for argv in run.analysis_argvs(root)]
+    train = run.argv(root, TPU_PYTHON) + ["--distributed=yes"]
+    lines = [gcloud("all", shlex.join(train))]
+    lines += [gcloud("0", "JAX_PLATFORMS=cpu " + shlex.join(argv))
+              for argv in run.analysis_argvs(root, TPU_PYTHON)]
     return lines
