@@ -17,6 +17,17 @@ _EXPORTS = {
     "per_device": "sam_jax._family",
     "perturbation": "sam_jax._sam",
     "sam": "sam_jax._sam",
+    # The rest of the family (sam_jax.methods lists each with its cost).
+    "asam": "sam_jax._sam",
+    "usam": "sam_jax._sam",
+    "plain_gradient": "sam_jax._sam",
+    "gsam": "sam_jax._gsam",
+    "looksam": "sam_jax._looksam",
+    "esam": "sam_jax._esam",
+    "rwp": "sam_jax._rwp",
+    "sampa": "sam_jax._sampa",
+    "extragradient": "sam_jax._extragradient",
+    "entropy_sgd": "sam_jax._entropy_sgd",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -68,33 +68,6 @@ def per_device(params, axis_name: AxisName):
     return jax.tree_util.tree_map(cast, params)
 
 
-# ---------------------------------------------------------------- tree math
-
-def tree_norm(tree) -> jnp.ndarray:
-    """Global L2 norm, accumulated in float32 (bf16 leaves do not overflow)."""
-    leaves = jax.tree_util.tree_leaves(tree)
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))
-
-
-def tree_vdot(a, b) -> jnp.ndarray:
-    return sum(jnp.sum(x.astype(jnp.float32) * y.astype(jnp.float32))
-               for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
-
-
-def tree_add(a, b):
-    return jax.tree_util.tree_map(lambda x, y: x + y.astype(x.dtype), a, b)
-
-
-def tree_scale(tree, factor):
-    return jax.tree_util.tree_map(lambda x: (factor * x.astype(jnp.float32)), tree)
-
-
-def cast_like(tree, like):
-    return jax.tree_util.tree_map(lambda x, y: x.astype(y.dtype), tree, like)
-
-
-
-
 # ------------------------------------------------------------------- groups
 
 def stack(tree):
@@ -161,6 +134,10 @@ def tree_vdot(a, b) -> jnp.ndarray:
 def tree_add(a, b):
     """a + b in a's dtypes (weights + perturbation)."""
     return jax.tree_util.tree_map(lambda x, y: x + y.astype(x.dtype), a, b)
+
+
+def tree_scale(tree, factor):
+    return jax.tree_util.tree_map(lambda x: (factor * x.astype(jnp.float32)), tree)
 
 
 def add_to_groups(params, e):

@@ -18,7 +18,7 @@ import optax
 
 from sam_jax import _sam
 from sam_jax._family import (AxisName, StepInfo, add_to_groups, cast_like, check_rho,
-                             check_update_args, empty_info, evaluate, group_mean,
+                             check_update_args, empty_info, evaluate,
                              groups_info, plain_form, pmean, pool, tree_norm,
                              tree_vdot)
 

@@ -231,6 +231,8 @@ def sam(rho: ScalarOrSchedule, *, adaptive: bool = False, eta: float = 0.01,
             for _ in range(ascent_steps - 1):
                 g_inner, _ = evaluate(grad_fn, add_to_groups(params, e), axis_name,
                                       has_aux)
+                if sync_perturbation:  # every ascent step on the pooled gradient
+                    g_inner = broadcast_groups(pool(g_inner, axis_name), num_groups)
                 e = jax.vmap(lambda e_k, g_k: project_to_ball(
                     tree_add(e_k, perturbation(g_k, params, rho_now, eps=eps)),
                     rho_now))(e, g_inner)

@@ -8,6 +8,8 @@ disk, a truncated copy) is moved aside to `checkpoints_corrupt/` with a warning
 and the previous one is used.
 """
 
+import contextlib
+import logging as logging_lib
 import os
 import shutil
 import sys
@@ -73,14 +75,23 @@ def first_line(error: BaseException, limit: int = 200) -> str:
 def restore_latest(workdir: str, target) -> Optional[object]:
     """The latest readable state, shaped and sharded like `target`, or None.
 
-    Unreadable checkpoints newer than it are moved to `checkpoints_corrupt/`
-    (never deleted), so the run's next save at that step is not skipped.
+    A checkpoint whose tree does not fit `target` (another model, another
+    method's state) is not damaged: CheckpointMismatchError names the first
+    difference and nothing is moved. Unreadable checkpoints newer than the
+    one restored are moved to `checkpoints_corrupt/` (never deleted), so the
+    run's next save at that step is not skipped.
     """
     manager = make_manager(workdir)
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
     for step in sorted(manager.all_steps(), reverse=True):
+        mismatch = _tree_mismatch(workdir, step, target)
+        if mismatch:
+            manager.close()
+            raise CheckpointMismatchError(
+                f"checkpoint {step} in {workdir} does not fit this config: {mismatch}")
         try:
-            state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            with quiet_orbax():
+                state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except Exception as e:  # orbax raises many types for a damaged checkpoint
             print(f"warning: checkpoint at step {step} in {workdir} cannot be read "
                   f"({first_line(e)}); moving it to "
@@ -95,6 +106,71 @@ def restore_latest(workdir: str, target) -> Optional[object]:
         return state
     manager.close()
     return None
+
+
+def _tree_mismatch(workdir: str, step: int, target) -> str:
+    """'' unless checkpoint `step`'s saved tree (read from its metadata, no
+    arrays) cannot be `target`'s: the model's parameters and statistics are
+    compared path by path, the rest (the optimizer state) by its shapes. A
+    checkpoint whose metadata cannot be read is left to the restore (damaged)."""
+    manager = read_only_manager(workdir)
+    try:
+        with quiet_orbax():
+            metadata = manager.item_metadata(step)
+        have = _metadata_shapes(getattr(metadata, "tree", metadata))
+    except Exception:  # unreadable: a damaged checkpoint, not a mismatch
+        return ""
+    finally:
+        manager.close()
+    if not have:
+        return ""
+    want = _shapes(target)
+    model = ("params/", "batch_stats/")
+    mismatch = _mismatch({k: v for k, v in have.items() if k.startswith(model)},
+                         {k: v for k, v in want.items() if k.startswith(model)})
+    if mismatch:
+        return mismatch
+    rest_have = sorted(v for k, v in have.items() if not k.startswith(model))
+    rest_want = sorted(v for k, v in want.items() if not k.startswith(model))
+    if rest_have != rest_want:
+        return (f"its optimizer state holds {len(rest_have)} arrays, this config's "
+                f"{len(rest_want)} (another method or optimizer)")
+    return ""
+
+
+def _metadata_shapes(tree, prefix: str = "") -> dict:
+    """{"params/head/kernel": shape, ...} of an orbax metadata tree (dicts,
+    lists and array metadata), in the paths `_shapes` gives a pytree."""
+    shapes = {}
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, (list, tuple)):
+        items = enumerate(tree)
+    else:
+        if tree is not None and hasattr(tree, "shape"):
+            shapes[prefix] = tuple(tree.shape)
+        return shapes
+    for key, value in items:
+        shapes.update(_metadata_shapes(value, f"{prefix}/{key}" if prefix else str(key)))
+    return shapes
+
+
+@contextlib.contextmanager
+def quiet_orbax():
+    """orbax's async machinery prints pages of asyncio tracebacks ("Event loop
+    is closed") around a damaged checkpoint; the caller reports one line."""
+    loggers = [logging_lib.getLogger(name) for name in ("asyncio", "absl")]
+    levels = [logger.level for logger in loggers]
+    verbosity = logging.get_verbosity()
+    try:
+        for logger in loggers:
+            logger.setLevel(logging_lib.CRITICAL)
+        logging.set_verbosity(logging.FATAL)
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+        logging.set_verbosity(verbosity)
 
 
 def _move_aside(workdir: str, step: int) -> None:
@@ -132,8 +208,12 @@ def first_mismatch(saved, target, *, skip=lambda path: False) -> str:
     `skip(path)` leaves paths out of the comparison (e.g. a classifier head
     that finetuning replaces). Paths are slash-joined keys, "params/head/kernel".
     """
-    have = {k: v for k, v in _shapes(saved).items() if not skip(k)}
-    want = {k: v for k, v in _shapes(target).items() if not skip(k)}
+    return _mismatch(_shapes(saved), _shapes(target), skip=skip)
+
+
+def _mismatch(have: dict, want: dict, *, skip=lambda path: False) -> str:
+    have = {k: v for k, v in have.items() if not skip(k)}
+    want = {k: v for k, v in want.items() if not skip(k)}
     for key in sorted(set(have) | set(want)):
         if key not in have:
             return f"{key} (shape {want[key]}) is missing from it"
@@ -160,7 +240,8 @@ def step_item_dir(path: str) -> str:
 
 def read_tree(path: str) -> Any:
     """A saved train state as nested dicts of numpy arrays (no target needed)."""
-    return ocp.StandardCheckpointer().restore(step_item_dir(path))
+    with quiet_orbax():
+        return ocp.StandardCheckpointer().restore(step_item_dir(path))
 
 
 class CheckpointMismatchError(ValueError):
@@ -185,14 +266,16 @@ def restore_parts(workdir: str, target: dict) -> tuple[int, dict]:
     try:
         for step in sorted(manager.all_steps(), reverse=True):
             try:
-                metadata = manager.item_metadata(step)
+                with quiet_orbax():
+                    metadata = manager.item_metadata(step)
                 tree = getattr(metadata, "tree", metadata)
                 saved = {k: tree.get(k, {}) for k in target if k != "step"}
                 wanted = {k: v for k, v in target.items() if k != "step"}
                 mismatch = first_mismatch(saved, wanted)
                 if mismatch:
                     raise CheckpointMismatchError(f"checkpoint {step}: {mismatch}")
-                restored = manager.restore(step, args=args)
+                with quiet_orbax():
+                    restored = manager.restore(step, args=args)
             except CheckpointMismatchError:
                 raise
             except Exception as e:  # orbax raises many types for a bad checkpoint

@@ -195,3 +195,59 @@ def parse_config_arg(arg, axes):
             raise ValueError(f"unknown config arg {item!r}; allowed: {allowed}")
         choice[axis] = item
     return choice
+
+
+def load_config_file(spec: str):
+    """`PATH[:ARG]` -> get_config(ARG), with one-line errors (BadInputError)
+    for a missing file, a file that does not run, and an ARG it refuses."""
+    import importlib.util
+    import os
+
+    from sam_jax.errors import BadInputError
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise BadInputError(f"config file {path!r} does not exist")
+    module_spec = importlib.util.spec_from_file_location(
+        "sam_jax_config_" + os.path.basename(path).removesuffix(".py"), path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise BadInputError(f"config file {path!r} is not valid Python: {e.msg} "
+                            f"(line {e.lineno})") from None
+    except Exception as e:
+        raise BadInputError(f"config file {path!r} fails to load "
+                            f"({type(e).__name__}: {e})") from None
+    if not hasattr(module, "get_config"):
+        raise BadInputError(f"config file {path!r} defines no get_config(arg)")
+    try:
+        return module.get_config(arg or None)
+    except ValueError as e:  # parse_config_arg's unknown ARG
+        raise BadInputError(f"{path}:{arg}: {e}") from None
+
+
+def _flat_keys(config, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in config.items():
+        name = prefix + key
+        keys.append(name)
+        if isinstance(value, ml_collections.ConfigDict):
+            keys += _flat_keys(value, name + ".")
+    return keys
+
+
+def check_overrides(config, argv) -> None:
+    """BadInputError for a `--config.KEY=...` whose KEY the config does not
+    have, naming the closest key ("did you mean sam.rho?")."""
+    import difflib
+
+    from sam_jax.errors import BadInputError
+    keys = _flat_keys(config)
+    for item in argv:
+        if not item.startswith("--config."):
+            continue
+        key = item[len("--config."):].split("=", 1)[0]
+        if key not in keys:
+            close = difflib.get_close_matches(key, keys, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise BadInputError(f"unknown config key {key}{hint}")

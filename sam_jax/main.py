@@ -13,8 +13,11 @@ from absl import logging
 from ml_collections import config_flags
 
 from sam_jax import cli
+from sam_jax import config_schema
 from sam_jax import declarations
 from sam_jax import errors
+from sam_jax import preemption
+from sam_jax import workdir as workdir_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Training config file (get_config(arg)).", lock_config=True)
@@ -39,31 +42,57 @@ def _want_distributed() -> bool:
 
 
 def main(argv):
-    del argv
+    if len(argv) > 1:
+        raise errors.BadInputError(f"unexpected argument {argv[1]!r}")
     if not flags.FLAGS["verbosity"].present:  # orbax and tfds log a lot at INFO
         logging.set_verbosity(logging.WARNING)
-    # Imported here so that --help and flag errors come before JAX starts.
+    # Before JAX starts and the data load: a workdir that cannot work.
+    workdir_lib.check_usable(_WORKDIR.value)
     import jax
-    from sam_jax import preemption
     from sam_jax import train
 
     if _want_distributed():
-        jax.distributed.initialize()
+        try:
+            jax.distributed.initialize()
+        except Exception as e:  # no cluster: no coordinator, no process id
+            raise errors.BadInputError(
+                f"--distributed=yes: jax.distributed.initialize() failed "
+                f"({cli.one_line(e)}); launch it as a cluster job (SLURM, TPU pod)"
+            ) from None
     try:
         train.train_and_evaluate(_CONFIG.value, _WORKDIR.value,
                                  overwrite=_OVERWRITE.value)
     except train.NonFiniteError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(errors.EXIT_NONFINITE)
-    except preemption.Preempted as e:
-        print(f"stopped: {e}; run the same command to resume", file=sys.stderr)
-        sys.exit(errors.EXIT_PREEMPTED)
+
+
+def _check_config_argv(argv) -> None:
+    """The config file and its overrides, checked with one-line errors before
+    absl's own parser (whose messages span pages) sees them."""
+    specs = [a[len("--config="):] for a in argv if a.startswith("--config=")]
+    if "--config" in argv and argv.index("--config") + 1 < len(argv):
+        specs.append(argv[argv.index("--config") + 1])
+    if specs:
+        config_schema.check_overrides(config_schema.load_config_file(specs[-1]), argv)
 
 
 def run() -> None:
-    # `configs/FILE.py` is found from any directory (installed or checkout).
-    sys.argv = declarations.resolve_config_argv(sys.argv)
-    cli.run(main)
+    # A signal from the first line on ends the run with its exit code (75 for
+    # SIGTERM: the SLURM script requeues), one line, nothing half written.
+    preemption.install_early_handlers()
+    try:
+        # `configs/FILE.py` is found from any directory (installed or checkout).
+        sys.argv = declarations.resolve_config_argv(sys.argv)
+        try:
+            _check_config_argv(sys.argv)
+        except errors.BadInputError as e:
+            cli.fail(cli.one_line(e))
+        cli.run(main)
+    except preemption.Stopped as e:
+        print(f"stopped: {e}; run the same command to resume", file=sys.stderr,
+              flush=True)
+        sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ accelerator machines, say) the run writes metrics.jsonl only and says so once.
 import json
 import sys
 import time
+import types
 from typing import Mapping
 
 from sam_jax import workdir as workdir_lib
@@ -17,6 +18,12 @@ class _TensorBoard:
     """Scalar summaries in an events file, through tensorboard's writer."""
 
     def __init__(self, directory: str):
+        if "://" not in directory:
+            # tensorboard's switch to its own file API (the "notf" module): left
+            # alone, its writer imports all of TensorFlow where it is installed,
+            # seconds of every run's start. Cloud paths need TensorFlow's gfile.
+            sys.modules.setdefault("tensorboard.compat.notf",
+                                   types.ModuleType("tensorboard.compat.notf"))
         from tensorboard.compat.proto import event_pb2, summary_pb2
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
         self._event, self._summary = event_pb2.Event, summary_pb2.Summary

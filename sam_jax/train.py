@@ -7,7 +7,6 @@ config: data order, augmentation, label noise and random draws derive from
 where it stopped.
 """
 
-import json
 import os
 import time
 from typing import Any, NamedTuple, Optional
@@ -31,6 +30,7 @@ from sam_jax import steps
 from sam_jax import swa
 from sam_jax import validate
 from sam_jax import workdir as workdir_lib
+from sam_jax.errors import BadInputError
 from sam_jax.models import get_model
 
 
@@ -192,22 +192,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     continues from its own checkpoint and does not read them again. Raises
     `errors.BadInputError` on bad input,
     `NonFiniteError` when the loss or gradient is not finite (unless
-    config.skip_nonfinite_steps), and `preemption.Preempted` after saving a
-    checkpoint on SIGTERM.
+    config.skip_nonfinite_steps), and `preemption.Preempted` /
+    `preemption.Interrupted` after saving a checkpoint on SIGTERM / SIGINT.
 
     Returns the final evaluation metrics (also written to results.json).
     """
+    validate.validate_config(config, jax.device_count())
+    # One run per workdir, and the workdir checked before the data are loaded
+    # (first without writing: a refused command leaves the directory as it was).
+    if jax.process_count() == 1:  # (several: under the lock, all stop together)
+        workdir_lib.check_workdir(config, workdir, overwrite, read_only=True)
+    with workdir_lib.exclusive(workdir, jax.process_index()):
+        refusal = None
+        if jax.process_index() == 0:
+            try:
+                workdir_lib.check_workdir(config, workdir, overwrite)
+            except BadInputError as e:
+                refusal = e
+        if jax.process_count() > 1:  # every process stops, or none
+            refused = multihost_utils.broadcast_one_to_all(np.array(refusal is not None))
+            if refused and refusal is None:
+                refusal = BadInputError(f"process 0 refused workdir {workdir!r} "
+                                        "(its error says why)")
+        if refusal is not None:
+            raise refusal
+        return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     num_devices = jax.device_count()
-    validate.validate_config(config, num_devices)
     resuming = checkpoint.latest_step(workdir) is not None
     if not resuming:
         validate.validate_pretrained(config)
     is_main = jax.process_index() == 0
     mesh = parallel.make_mesh()
-    inputs = data.prepare_inputs(config, mesh, steps.AXIS)
+    try:
+        inputs = data.prepare_inputs(config, mesh, steps.AXIS)
+        steps_per_epoch = data.steps_per_epoch(inputs.num_train_examples,
+                                               config.batch_size)
+    except ValueError as e:  # a batch larger than the data set
+        if "larger than the dataset" not in str(e):
+            raise
+        raise BadInputError(f"batch_size={config.batch_size}: {e}") from None
     spec = inputs.spec
-    workdir_lib.check_workdir(config, workdir, overwrite)
-    steps_per_epoch = data.steps_per_epoch(inputs.num_train_examples, config.batch_size)
     total_steps = config.num_steps or config.num_epochs * steps_per_epoch
 
     model = get_model(config.model.name, spec.num_classes)
@@ -236,7 +263,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     # A finetuning run's checkpoint is read and checked here, before writing.
     state, finetune_note = starting_state(bool(config.pretrained.path) and not resuming)
     os.makedirs(workdir, exist_ok=True)
-    restored = checkpoint.restore_latest(workdir, state)
+    try:
+        restored = checkpoint.restore_latest(workdir, state)
+    except checkpoint.CheckpointMismatchError as e:
+        diffs = workdir_lib.checkpoints_config_differences(config, workdir)
+        owner = (f"a run whose config differs ({'; '.join(diffs[:3])})" if diffs
+                 else "another config's run")
+        raise BadInputError(f"{e}; it belongs to {owner}: use another workdir, or "
+                            "--overwrite to delete that run") from None
     if restored is not None:
         state = restored
     elif config.pretrained.path and resuming:  # its checkpoints were all unreadable
@@ -245,19 +279,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     manager = checkpoint.make_manager(workdir)
     start_step = int(jax.device_get(state.step))
     results_path = workdir_lib.path(workdir, workdir_lib.RESULTS_FILE)
-    if start_step == total_steps and os.path.exists(results_path):
-        with open(results_path) as f:
-            results = json.load(f)
+    results = workdir_lib.read_results(workdir)
+    if is_main:  # (again: a damaged config.json is replaced)
+        workdir_lib.write_config(config, workdir)
+    if start_step == total_steps and results is not None:
         if is_main:
             print(f"already finished: {results_path}", flush=True)
         return results
     if is_main:
-        workdir_lib.write_config(config, workdir)
-        workdir_lib.trim_metrics(workdir, start_step)
+        if start_step == total_steps and os.path.exists(results_path):
+            workdir_lib.warn(f"{results_path} is damaged; the run is evaluated again")
+        # At the end, the final evaluation is made (and logged) again.
+        workdir_lib.trim_metrics(workdir, start_step,
+                                 final_evaluation=start_step == total_steps)
         if inputs.corrupted is not None:  # the noisy labels are part of the record
-            np.savez_compressed(workdir_lib.path(workdir, workdir_lib.LABEL_NOISE_FILE),
+            noise_path = workdir_lib.path(workdir, workdir_lib.LABEL_NOISE_FILE)
+            np.savez_compressed(noise_path + ".tmp.npz",  # then renamed: atomic
                                 corrupted_indices=np.flatnonzero(inputs.corrupted),
                                 noisy_labels=inputs.noisy_labels)
+            os.replace(noise_path + ".tmp.npz", noise_path)
         print(f"{'resuming at' if start_step else 'starting'} step {start_step}"
               f"/{total_steps} ({total_steps / steps_per_epoch:g} epochs of {steps_per_epoch} "
               f"steps, {num_devices} devices, {inputs.num_train_examples} training "
@@ -357,11 +397,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                 stopwatch.start()
             if done % config.checkpoint_every_steps == 0:
                 state = save_checkpoint(state)
-            if sigterm.should_stop(done) and done != total_steps:
+            stop = sigterm.stop(done)
+            if stop is not None and done != total_steps:
                 state = save_checkpoint(state)
                 manager.wait_until_finished()
                 writer.close()
-                raise preemption.Preempted(done)
+                raise stop(done)
 
     state = save_checkpoint(state)
     stopwatch.pause()
@@ -379,8 +420,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                    gradient_evaluations=float(jax.device_get(state.gradient_evaluations)),
                    train_seconds=float(jax.device_get(state.train_seconds)))
     if is_main:
-        with open(results_path, "w") as f:
-            json.dump(results, f, indent=2)
+        workdir_lib.write_json_atomic(results_path, results)
         print(f"final {split_name} error {100 * results[f'{split_name}_error']:.2f}% "
               f"(top-5 {100 * results[f'{split_name}_top5_error']:.2f}%) after "
               f"{total_steps} steps; results in {results_path}", flush=True)

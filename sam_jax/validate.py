@@ -50,60 +50,68 @@ def validate_config(config, num_devices: int) -> None:
     _check(config.optimizer.schedule in OPTIMIZER_SCHEDULES,
            f"unknown optimizer.schedule {config.optimizer.schedule!r}; allowed: "
            f"{_allowed(OPTIMIZER_SCHEDULES)}")
-    _check(config.train_subset is None or (spec.in_memory and config.train_subset >= 1),
-           f"train_subset={config.train_subset!r} must be >= 1 (or None: all) and "
-           "needs an in-memory data set")
-    _check(0.0 <= config.label_noise < 1.0,
-           f"label_noise={config.label_noise!r} must be in [0, 1)")
-    _check(config.image_size is None or config.image_size >= 1,
-           f"image_size={config.image_size!r} must be >= 1 (or None: the data set's)")
+    _check(spec.in_memory or config.train_subset is None,
+           f"train_subset={config.train_subset!r} needs an in-memory data set, "
+           f"not {config.dataset!r}")
     _check(config.pretrained.format in PRETRAINED_FORMATS,
            f"unknown pretrained.format {config.pretrained.format!r}; allowed: "
            f"{_allowed(PRETRAINED_FORMATS)}")
-    _check(config.num_epochs >= 1, f"num_epochs={config.num_epochs!r} must be >= 1")
-    _check(config.num_steps is None or config.num_steps >= 1,
-           f"num_steps={config.num_steps!r} must be >= 1 (or None: use num_epochs)")
-    _check(config.optimizer.learning_rate > 0,
-           f"optimizer.learning_rate={config.optimizer.learning_rate!r} must be > 0")
-    _check(config.optimizer.weight_decay >= 0,
-           f"optimizer.weight_decay={config.optimizer.weight_decay!r} must be >= 0")
-    _check(config.optimizer.grad_clip_norm >= 0,
-           f"optimizer.grad_clip_norm={config.optimizer.grad_clip_norm!r} must be "
-           ">= 0 (0 disables clipping)")
-    _check(0.0 <= config.label_smoothing < 1.0,
-           f"label_smoothing={config.label_smoothing!r} must be in [0, 1)")
+    # Every number, before any compute: in range and finite.
+    _number(config, "seed", 0, integer=True)
+    _number(config, "label_noise_seed", 0, integer=True)
+    _number(config, "label_noise", 0, 1, high_open=True)
+    _number(config, "label_smoothing", 0, 1, high_open=True)
+    _number(config, "train_subset", 1, integer=True, optional="all")
+    _number(config, "image_size", 1, integer=True, optional="the data set's")
+    _number(config, "randaugment.num_layers", 0, integer=True)
+    _number(config, "randaugment.magnitude", 0, 30)
+    _number(config, "num_epochs", 1, integer=True)
+    _number(config, "num_steps", 1, integer=True, optional="use num_epochs")
+    _number(config, "optimizer.learning_rate", 0, low_open=True)
+    _number(config, "optimizer.momentum", 0, 1, high_open=True)
+    _number(config, "optimizer.weight_decay", 0)
+    _number(config, "optimizer.grad_clip_norm", 0)
     for name in ("batch_size", "eval_batch_size"):
+        _number(config, name, 1, integer=True)
         size = config[name]
-        _check(size >= 1 and size % num_devices == 0,
+        _check(size % num_devices == 0,
                f"{name}={size!r} must be a positive multiple of the device count "
                f"{num_devices}")
+    _number(config, "sam.examples_per_perturbation", 1, integer=True,
+            optional="the per-device batch")
+    for name in ("log_every_steps", "eval_every_epochs", "checkpoint_every_steps"):
+        _number(config, name, 1, integer=True)
+    sharpness = config.sharpness
+    _number(config, "sharpness.every_epochs", 0, integer=True)
+    _number(config, "sharpness.num_examples", 1, integer=True)
+    _number(config, "sharpness.top_k", 2, integer=True)
+    _number(config, "sharpness.m", 1, integer=True)
+    _number(config, "sharpness.rho", 0)
+    _number(config, "sharpness.num_iterations", sharpness.top_k, integer=True)
+    _check(sharpness.num_examples % sharpness.m == 0,
+           f"sharpness.m={sharpness.m!r} must divide sharpness.num_examples="
+           f"{sharpness.num_examples!r}")
+    _check(not sharpness.every_epochs or spec.in_memory,
+           f"sharpness.every_epochs: sharpness during training needs an in-memory "
+           f"data set, not {config.dataset!r}")
     per_device_batch = config.batch_size // num_devices
     m = config.sam.examples_per_perturbation
-    _check(m is None or (m >= 1 and per_device_batch % m == 0),
+    _check(m is None or per_device_batch % m == 0,
            f"sam.examples_per_perturbation={m!r} must divide the per-device batch "
            f"{per_device_batch} (batch_size {config.batch_size} / {num_devices} devices)")
     validate_method(config, per_device_batch)
-    sharpness = config.sharpness
-    _check(sharpness.every_epochs >= 0,
-           f"sharpness.every_epochs={sharpness.every_epochs!r} must be >= 0 (0: off)")
-    if sharpness.every_epochs:
-        _check(spec.in_memory, f"sharpness.every_epochs: sharpness during training "
-               f"needs an in-memory data set, not {config.dataset!r}")
-        _check(sharpness.top_k >= 2, f"sharpness.top_k={sharpness.top_k!r} must be >= 2")
-        _check(sharpness.m >= 1 and sharpness.num_examples % sharpness.m == 0,
-               f"sharpness.m={sharpness.m!r} must divide sharpness.num_examples="
-               f"{sharpness.num_examples!r}")
-        _check(sharpness.rho >= 0, f"sharpness.rho={sharpness.rho!r} must be >= 0")
-    for name in ("log_every_steps", "eval_every_epochs", "checkpoint_every_steps"):
-        _check(config[name] >= 1, f"{name}={config[name]!r} must be >= 1")
 
 
 def _number(config, key: str, low: float, high: float = math.inf, *,
-            low_open: bool = False, high_open: bool = False, integer: bool = False):
-    """config[key] (dotted) is a finite number in the range, else ConfigError."""
+            low_open: bool = False, high_open: bool = False, integer: bool = False,
+            optional: str = ""):
+    """config[key] (dotted) is a finite number in the range, else ConfigError.
+    With `optional` (what None means), None is allowed too."""
     value = config
     for part in key.split("."):
         value = value[part]
+    if optional and value is None:
+        return
     left, right = ("(" if low_open else "["), (")" if high_open else "]")
     allowed = f"{left}{low:g}, {high:g}{right}" if high != math.inf else (
         f"> {low:g}" if low_open else f">= {low:g}")
@@ -112,8 +120,9 @@ def _number(config, key: str, low: float, high: float = math.inf, *,
           and (value > low if low_open else value >= low)
           and (value < high if high_open else value <= high)
           and (not integer or float(value).is_integer()))
-    _check(ok, f"{key}={value!r} must be {'an integer ' if integer else 'a finite number '}"
-           f"{'in ' if high != math.inf else ''}{allowed}")
+    kind = "an integer" if integer else "a finite number"
+    _check(ok, f"{key}={value!r} must be {kind} {'in ' if high != math.inf else ''}"
+           f"{allowed}{f' (or None: {optional})' if optional else ''}")
 
 
 def validate_method(config, per_device_batch: int) -> None:
@@ -133,6 +142,9 @@ def validate_method(config, per_device_batch: int) -> None:
                                             and not config.sam.adaptive),
            f"sam.ascent_steps={config.sam.ascent_steps!r} needs sam.ball 'l2' "
            "without sam.adaptive")
+    _check(not config.sam.adaptive or config.sam.ball == "l2",
+           f"sam.adaptive=True needs sam.ball 'l2' (got {config.sam.ball!r}): ASAM "
+           "scales the L2 ball")
     _check(config.sam.batch_norm in BATCH_NORM_MODES,
            f"unknown sam.batch_norm {config.sam.batch_norm!r}; allowed: "
            f"{_allowed(BATCH_NORM_MODES)}")
@@ -180,6 +192,12 @@ def validate_method(config, per_device_batch: int) -> None:
     problem = methods.problem(config, per_device_batch=per_device_batch,
                               microbatch=microbatch)
     _check(problem is None, problem or "")
+    _number(config, "swa.start_fraction", 0, 1, high_open=True, optional="off")
+    _number(config, "swa.cycle_epochs", 1, integer=True)
+    _number(config, "swa.learning_rate", 0, low_open=True,
+            optional="the base schedule")
+    _number(config, "swa.cycle_max_learning_rate", 0, low_open=True,
+            optional="unset")
     from sam_jax import swa
     problem = swa.check(config)
     _check(problem is None, problem or "")

@@ -30,7 +30,6 @@ import time
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import jax  # noqa: E402  (after the environment is set)
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from sam_jax.data import device_pipeline  # noqa: E402

@@ -39,10 +39,13 @@ def test_sam_perturbation_shares_those_of_the_gradient_asam_does_not():
     grads, params = random_tree(1), random_tree(2)
     e = sam_jax.perturbation(grads, params, 0.05)
     assert analysis.perturbation_share(e) == pytest.approx(numpy_shares(grads), rel=1e-5)
-    # ASAM: e = rho T^2 g / ||T g||, T = |w| + eta; its shares are those of T^2 g.
+    # ASAM as its authors wrote it: e = rho T^2 g / ||T g||, T = |w| + eta for the
+    # kernels and BatchNorm scales ("weight" in the PyTorch name), T = 1 for biases.
     e_asam = sam_jax.perturbation(grads, params, 0.05, adaptive=True, eta=0.01)
-    scaled = jax.tree_util.tree_map(
-        lambda g, w: (np.abs(np.asarray(w, np.float64)) + 0.01) ** 2 * np.asarray(g),
+    scaled = jax.tree_util.tree_map_with_path(
+        lambda path, g, w: ((np.abs(np.asarray(w, np.float64)) + 0.01) ** 2
+                            if path[-1].key in ("kernel", "scale") else 1.0)
+        * np.asarray(g, np.float64),
         grads, params)
     assert analysis.perturbation_share(e_asam) == pytest.approx(numpy_shares(scaled),
                                                                 rel=1e-4)

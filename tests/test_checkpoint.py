@@ -143,3 +143,21 @@ def test_restore_parts_reads_the_parts_asked_for_and_refuses_another_tree(tmp_pa
     assert listing(tmp_path) == before  # read-only
     with pytest.raises(FileNotFoundError, match="no checkpoint in"):
         checkpoint.restore_parts(str(tmp_path / "nothing"), target((3, 2)))
+
+
+def test_a_checkpoint_of_another_model_or_method_is_a_mismatch_not_damage(tmp_path):
+    save(tmp_path, small_state(10, 1.0))
+    before = listing(tmp_path)
+    wider = small_state(0, 0.0)
+    wider = wider.replace(params={"dense": {"kernel": np.zeros((3, 4), np.float32),
+                                            "bias": np.zeros(4, np.float32)}})
+    with pytest.raises(checkpoint.CheckpointMismatchError,
+                       match=r"params/dense/bias has shape \(2,\) in it, \(4,\)"):
+        checkpoint.restore_latest(str(tmp_path), wider)
+    # Another optimizer state (Adam's two moments instead of one momentum).
+    params = small_state(0, 0.0).params
+    adam = small_state(0, 0.0).replace(opt_state=optax.adam(0.1).init(params))
+    with pytest.raises(checkpoint.CheckpointMismatchError, match="optimizer state"):
+        checkpoint.restore_latest(str(tmp_path), adam)
+    assert listing(tmp_path) == before  # nothing moved aside
+    assert int(checkpoint.restore_latest(str(tmp_path), small_state(0, 0.0)).step) == 10

@@ -20,7 +20,6 @@ from helpers import REPO
 from helpers import load_config
 from helpers import load_module
 from sam_jax import data
-from sam_jax import optimizers
 from sam_jax import parallel
 from sam_jax import reproduce
 from sam_jax import steps

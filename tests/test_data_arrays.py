@@ -464,7 +464,7 @@ def test_data_package_still_exports_its_names():
     before = (
         'augment_for_training cutout normalize preprocess_for_eval '
         'random_crop_with_reflect_padding random_flip_left_right '
-        'TRAINING_AUGMENTATIONS SklearnDigits ImageFolderSource '
+        'TRAINING_AUGMENTATIONS IN_MEMORY_AUGMENTATIONS SklearnDigits ImageFolderSource '
         'open_image_folder STREAMING_AUGMENTATIONS symmetric_label_noise '
         'as_numpy_iterator RunInputs prepare_inputs eval_batches '
         'num_eval_batches steps_per_epoch train_dataset DATASETS DatasetSpec '

@@ -26,7 +26,6 @@ from helpers import REPO
 from helpers import load_config
 from helpers import truncate_files
 from sam_jax import checkpoint
-from sam_jax import optimizers
 from sam_jax import steps
 from sam_jax import train
 from sam_jax.models import get_model
@@ -138,7 +137,7 @@ def same_run(a, b) -> bool:
                                 "device count 8"),
     ("--config.sam.examples_per_perturbation=3",
      "sam.examples_per_perturbation=3 must divide the per-device batch 8"),
-    ("--config.label_noise=1.0", "label_noise=1.0 must be in [0, 1)"),
+    ("--config.label_noise=1.0", "label_noise=1.0 must be a finite number in [0, 1)"),
     ("--config.dataset=cifar10", "dataset 'cifar10' is not prepared"),
     ("--config.dataset=mnist", "unknown dataset 'mnist'; allowed:"),
     ("--config.augmentation=mixup", "unknown augmentation 'mixup' for digits; allowed:"),

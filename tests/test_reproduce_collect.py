@@ -199,3 +199,22 @@ def test_a_best_of_cell_reports_the_better_groups_mean(tmp_path, capsys):
     assert "a best-of cell gives the better of its groups" in out
     with pytest.raises(ValueError, match="runs must be the alternatives' runs"):
         registry.Cell("sgd", "best", None, best.runs[:3], "error", best.alternatives)
+
+
+def test_a_damaged_results_json_is_unfinished_for_collect_and_launch(tmp_path):
+    """The trainer re-evaluates such a run; collect and launch must agree that
+    it is not done (one answer about one run)."""
+    from sam_jax.reproduce import launchers
+    from sam_jax.reproduce import load_table
+    table, root = load_table(fake_table_file(tmp_path)), str(tmp_path)
+    run = table.cell("r0", "sam").runs[0]
+    write(f"{run.workdir(root)}/metrics.jsonl", "{}\n")
+    with open(f"{run.workdir(root)}/results.json", "w") as f:
+        f.write('{"test_error": 0.')  # cut short
+    os.utime(f"{run.workdir(root)}/metrics.jsonl", (time.time() - 3600,) * 2)
+    status = collect.run_status(run, root)
+    assert status.status == "unfinished"
+    assert not launchers.is_finished(run, root)
+    write(f"{run.workdir(root)}/results.json", {"test_error": 0.02})
+    assert collect.run_status(run, root).status == "done"
+    assert launchers.is_finished(run, root)

@@ -9,6 +9,7 @@ import time
 
 from helpers import REPO
 from helpers import run_reproduce_cli
+from sam_jax import reproduce
 from sam_jax.reproduce import collect
 from sam_jax.reproduce import launchers
 from sam_jax.reproduce import registry
@@ -214,3 +215,24 @@ def test_tiny_table_launches_locally_end_to_end(tmp_path):
     again = reproduce_cli("launch", "--launcher=local")
     assert again.returncode == 0 and "finished, skipped" in again.stdout
     assert "tiny: skipped 1" in again.stdout
+
+
+def test_local_shards_split_the_runs_between_launchers(tmp_path, capsys):
+    """N launchers with --shard=I/N run every run once between them."""
+    seen = []
+    for shard in ("0/2", "1/2"):
+        code, out, _ = run_reproduce_cli(capsys, "launch", "--table=table4_label_noise",
+                                         "--launcher=local", "--dry_run",
+                                         f"--root={tmp_path}", f"--shard={shard}")
+        assert code == 0
+        seen.append([line.split(": ")[0].split("] ")[1] for line in out.splitlines()
+                     if line.endswith(": would run")])
+    everything = [run.name for run in reproduce.load_table("table4_label_noise").runs()]
+    assert len(seen[0]) == 6 and len(seen[1]) == 6
+    assert seen[0] + seen[1] != everything and sorted(seen[0] + seen[1]) == sorted(everything)
+    assert seen[0] == everything[0::2]
+    for bad in ("2/2", "a/b", "1", "-1/2"):
+        code, _, err = run_reproduce_cli(capsys, "launch", "--table=table4_label_noise",
+                                         "--launcher=local", "--dry_run",
+                                         f"--root={tmp_path}", f"--shard={bad}")
+        assert code == 2 and f"--shard={bad!r}" in err

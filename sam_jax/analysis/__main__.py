@@ -17,6 +17,7 @@ with one line, exit code 2, and nothing written.
 """
 
 import json
+import math
 import os
 
 from absl import flags
@@ -62,7 +63,8 @@ UsageError = BadInputError
 
 
 def check_arguments(*, what, num_examples, batch_size, top_k, num_iterations, rho,
-                    m_values, ascent_steps, landscape_points, landscape_2d_points):
+                    m_values, ascent_steps, landscape_points, landscape_2d_points,
+                    landscape_range=1.0):
     """Raises UsageError for arguments that are wrong whatever the run."""
     unknown = [w for w in what if w not in WHAT]
     if unknown or not what:
@@ -77,8 +79,11 @@ def check_arguments(*, what, num_examples, batch_size, top_k, num_iterations, rh
             raise UsageError(f"--{name}={value} must be >= {low}")
     if num_iterations is not None and num_iterations < top_k:
         raise UsageError(f"--num_iterations={num_iterations} must be >= top_k={top_k}")
-    if not rho >= 0:
-        raise UsageError(f"--rho={rho} must be >= 0")
+    if not (math.isfinite(rho) and rho >= 0):
+        raise UsageError(f"--rho={rho} must be a finite number >= 0")
+    if not (math.isfinite(landscape_range) and landscape_range > 0):
+        raise UsageError(f"--landscape_range={landscape_range} must be a finite "
+                         "number > 0")
     for m in m_values:
         if m < 1 or num_examples % m:
             raise UsageError(f"--m={m} must be >= 1 and divide --num_examples="
@@ -109,19 +114,11 @@ def _write_json(path, sections: dict) -> dict:
 
     Sections of earlier analyses stay; the plot lists are joined.
     """
-    merged = {}
-    if os.path.exists(path):
-        try:
-            with open(path) as f:
-                merged = json.load(f)
-        except ValueError:
-            merged = {}
+    merged = workdir_lib.read_json(path)
+    merged = merged if isinstance(merged, dict) else {}
     plots = merged.get("plots", []) + sections.get("plots", [])
     merged.update(sections, plots=list(dict.fromkeys(plots)))
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(merged, f, indent=2)
-    os.replace(tmp, path)
+    workdir_lib.write_json_atomic(path, merged)
     return merged
 
 
@@ -312,7 +309,7 @@ def main(argv):
                   landscape_points=_POINTS.value,
                   landscape_2d_points=_POINTS_2D.value)
     # Argument errors come before JAX and TensorFlow are imported.
-    check_arguments(**kwargs)
+    check_arguments(landscape_range=_RANGE.value, **kwargs)
     sections = analyze(_WORKDIR.value, landscape_range=_RANGE.value,
                        other_workdir=_OTHER.value, weight_decay_in_loss=_WITH_L2.value,
                        seed=_SEED.value, **kwargs)

@@ -141,6 +141,10 @@ def run_setup(setup: wl.Setup, wanted: set, settings: Settings, mesh, repeats: i
         workloads["input_pipeline"] = wl.PipelineWorkload(
             settings.pipeline_examples, setup.batch_size,
             settings.pipeline_batches_per_call)
+    if "device_pipeline" in wanted:
+        workloads["device_pipeline"] = wl.DevicePipelineWorkload(
+            mesh, settings.pipeline_examples, setup.batch_size,
+            settings.pipeline_batches_per_call)
     if "conv_weight_grad" in wanted:
         for name, conv_fn in (("conv_wgrad_sam_jax", conv_module.conv_general_dilated),
                               ("conv_wgrad_lax", jax.lax.conv_general_dilated)):
@@ -214,9 +218,17 @@ def _sam_vs_torch(case, m):
 
 
 def _input_pipeline(case, m):
-    return [_throughput_ratio(
-        case, m, f"pipeline ({wl.PIPELINE_AUGMENTATION}) images/s / SAM step images/s",
-        "input_pipeline", "sam", (">=", 3.0))]
+    """The device-resident pipeline (the trainer's for in-memory data) against
+    the SAM step, and the tf.data one (AutoAugment's) beside it."""
+    aug = wl.PIPELINE_AUGMENTATION
+    return [
+        _throughput_ratio(case, m, f"device pipeline ({aug}) images/s / SAM step "
+                          "images/s", "device_pipeline", "sam", (">=", 3.0)),
+        _throughput_ratio(case, m, f"tf.data pipeline ({aug}) images/s / SAM step "
+                          "images/s", "input_pipeline", "sam", None),
+        _throughput_ratio(case, m, "device pipeline images/s / tf.data pipeline "
+                          "images/s", "device_pipeline", "input_pipeline", None),
+    ]
 
 
 def _memory(case, m):
@@ -302,7 +314,8 @@ CASES = {case.name: case for case in [
     Case("sam_vs_sgd", {"main": {"sam", "sgd"}, "large": {"sam", "sgd"}}, _sam_vs_sgd),
     Case("sam_vs_optax", {"main": {"sam", "optax_sam"}}, _sam_vs_optax),
     Case("sam_vs_torch", {"main": {"sam", "torch_sam"}}, _sam_vs_torch),
-    Case("input_pipeline", {"main": {"sam", "input_pipeline"}}, _input_pipeline),
+    Case("input_pipeline", {"main": {"sam", "input_pipeline", "device_pipeline"}},
+         _input_pipeline),
     Case("memory", {key: {"compiled_sam", "compiled_sgd", "compiled_optax_sam"}
                     for key in ("main", "large")}, _memory),
     Case("compile_time", {"main": {"compile_time"}}, _compile_time),

@@ -218,8 +218,46 @@ def optax_state_is_finite(state: OptaxSamState) -> bool:
     return bool(np.isfinite(jax.device_get(state.loss)))
 
 
+def random_split(num_examples: int, seed: int = 0):
+    """CIFAR-shaped uint8 images and labels: what the input pipelines read."""
+    spec = get_spec(DATASET)
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (num_examples,) + tuple(spec.image_shape),
+                          dtype=np.uint8)
+    return images, rng.integers(0, spec.num_classes, num_examples).astype(np.int32)
+
+
+class DevicePipelineWorkload:
+    """`batches_per_call` batches of the device-resident pipeline (the
+    trainer's for in-memory data: gathered and augmented in JAX on the mesh)."""
+
+    def __init__(self, mesh, num_examples: int, batch_size: int, batches_per_call: int):
+        from sam_jax.data import device_inputs
+        images, labels = random_split(num_examples)
+        self.inputs = device_inputs.DeviceInputs(
+            spec=get_spec(DATASET), train_images=images, train_labels=labels,
+            eval_images=images[:batch_size], eval_labels=labels[:batch_size],
+            augmentation=PIPELINE_AUGMENTATION, seed=0, batch_size=batch_size,
+            eval_batch_size=batch_size, mesh=mesh, axis=steps.AXIS)
+        self.batches_per_call = batches_per_call
+        self.examples_per_call = batch_size * batches_per_call
+        self.step = 0
+        jax.block_until_ready(self.inputs.train_batch(0))  # compiled, untimed
+
+    def __call__(self) -> float:
+        start = time.perf_counter()
+        for _ in range(self.batches_per_call):
+            batch = self.inputs.train_batch(self.step)
+            self.step += 1
+        jax.block_until_ready(batch)
+        return time.perf_counter() - start
+
+    def finite(self) -> bool:
+        return True
+
+
 class PipelineWorkload:
-    """`batches_per_call` batches of the project's in-memory training pipeline.
+    """`batches_per_call` batches of the tf.data in-memory training pipeline.
 
     Each call reads a new stretch of steps from a fresh dataset and consumes it
     to the end, so no prefetching thread works while other workloads are timed;
@@ -227,12 +265,8 @@ class PipelineWorkload:
     """
 
     def __init__(self, num_examples: int, batch_size: int, batches_per_call: int):
-        spec = get_spec(DATASET)
-        rng = np.random.default_rng(0)
-        self.images = rng.integers(0, 256, (num_examples,) + tuple(spec.image_shape),
-                                   dtype=np.uint8)
-        self.labels = rng.integers(0, spec.num_classes, num_examples).astype(np.int32)
-        self.spec = spec
+        self.images, self.labels = random_split(num_examples)
+        self.spec = get_spec(DATASET)
         self.batch_size = batch_size
         self.batches_per_call = batches_per_call
         self.examples_per_call = batch_size * batches_per_call

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from sam_jax.data import digits as _digits  # Registers `sklearn_digits`.
+from sam_jax.data import digits as _digits  # noqa: F401  (registers `sklearn_digits`)
 from sam_jax.data.specs import (DATASETS, DatasetSpec, get_spec,  # noqa: F401
                                 train_and_eval_splits)  # (their old home)
 from sam_jax.errors import DatasetUnavailableError  # noqa: F401  (its old home)

@@ -14,7 +14,6 @@ key gives the same forward draws either way.
 """
 
 import jax
-import jax.numpy as jnp
 
 
 def _mix(forward, backward):

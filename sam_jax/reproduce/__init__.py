@@ -15,7 +15,9 @@ TABLES = (
     "table1_cifar", "table2_imagenet", "table3_finetuning", "table4_label_noise",
     "table5_svhn_fmnist", "figure3_m_sharpness", "figure3_hessian",
     "cpu_scale.label_noise", "cpu_scale.m_sharpness", "cpu_scale.rho_sweep",
-    "cpu_scale.sharpness",
+    "cpu_scale.sharpness", "review_comparison.pilot",
+    "review_comparison.grid", "review_comparison.clean", "review_comparison.noise40",
+    "review_comparison.noise80",
 )
 
 # A --table or --sweep that names nothing (the name of earlier releases).

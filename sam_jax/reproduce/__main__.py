@@ -1,7 +1,7 @@
 """Command line: plan, launch and collect the paper's tables.
 
   python -m sam_jax.reproduce plan    --table=table1_cifar --root=DIR [--rows=wrn200_*] [--seeds=N]
-  python -m sam_jax.reproduce launch  --table=... --root=DIR --launcher=local|slurm|tpu [--dry_run]
+  python -m sam_jax.reproduce launch  --table=... --root=DIR --launcher=local|slurm|tpu [--dry_run] [--shard=I/N]
   python -m sam_jax.reproduce collect --table=... --root=DIR [--format=markdown|summary|csv] [--plot=X.png]
   python -m sam_jax.reproduce sweep   --sweep=experiments/sweeps/rho_search.py --root=DIR --launcher=local
 
@@ -48,6 +48,9 @@ def _define_common(fv: flags.FlagValues) -> None:
 
 def _define_launch(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("launcher", "local", "local | slurm | tpu", flag_values=fv)
+    flags.DEFINE_string("shard", "0/1", "local launcher: I/N runs every N-th run from "
+                        "the I-th (0-based), so N launchers in parallel share a table",
+                        flag_values=fv)
     flags.DEFINE_bool("dry_run", False, "print what would run (slurm: the script), "
                       "run nothing", flag_values=fv)
     # slurm
@@ -143,7 +146,25 @@ def _load(args):
             table = registry.select_rows(table, args.rows.split(","))
         except KeyError as e:
             raise BadInput(e.args[0]) from None
-    return table, _absolute_root(args.root)
+    root = _absolute_root(args.root)
+    _check_paths(args, root)
+    return table, root
+
+
+def _check_paths(args, root: str) -> None:
+    """The paths the command will read or write, checked before it starts."""
+    if "://" in root:  # cloud storage: the runs themselves check it
+        return
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise BadInput(f"--root={args.root} is a file, not a directory")
+    if args.command == "collect" and not os.path.isdir(root):
+        raise BadInput(f"--root={args.root} does not exist: nothing to collect "
+                       "(give the --root the runs were launched with)")
+    plot = getattr(args, "plot", None)
+    if plot:
+        directory = os.path.dirname(os.path.abspath(plot))
+        if not os.path.isdir(directory):
+            raise BadInput(f"--plot={plot}: directory {directory!r} does not exist")
 
 
 def plan(table, root) -> int:
@@ -179,6 +200,11 @@ def launch(table, root, args) -> int:
     if args.launcher not in ("local", "slurm", "tpu"):
         raise BadInput(f"unknown launcher {args.launcher!r}; allowed: local, slurm, tpu")
     runs = table.runs()
+    index, count = _shard(args.shard)
+    if (index, count) != (0, 1):
+        if args.launcher != "local":
+            raise BadInput(f"--shard={args.shard} is for --launcher=local only")
+        runs = runs[index::count]
     if args.launcher == "local":
         outcomes = launchers.launch_local(runs, root, declarations.launch_directory(),
                                            dry_run=args.dry_run)
@@ -191,6 +217,17 @@ def launch(table, root, args) -> int:
     if args.launcher == "slurm":
         return launch_slurm(table, root, runs, args)
     return launch_tpu(root, runs, args)
+
+
+def _shard(text: str) -> tuple[int, int]:
+    """--shard=I/N as (I, N), or BadInput."""
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        index, count = -1, 0
+    if not 0 <= index < count:
+        raise BadInput(f"--shard={text!r} must be I/N with 0 <= I < N, e.g. 0/2")
+    return index, count
 
 
 def launch_slurm(table, root, runs, args) -> int:

@@ -11,7 +11,6 @@ preempted or killed run that resumes when launched again), `missing`
 import csv
 import dataclasses
 import io
-import json
 import math
 import os
 import time
@@ -27,31 +26,13 @@ STATUSES = (DONE, RUNNING, UNFINISHED, FAILED, MISSING)
 RUNNING_WINDOW_S = 600.0
 
 
-def _read_json(path: str) -> Optional[dict]:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
 def read_sharpness_records(workdir: str) -> Optional[list]:
     """metrics.jsonl's "sharpness" records (config.sharpness), None if none.
 
     A line cut short by a killed run is skipped: the records before it stand.
     """
-    records = []
-    try:
-        with open(workdir_lib.path(workdir, workdir_lib.METRICS_FILE)) as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict) and record.get("split") == "sharpness":
-                    records.append(record)
-    except OSError:
-        return None
+    records = [row for row in workdir_lib.read_metrics(workdir, warn_torn=False)
+               if row.get("split") == "sharpness"]
     return records or None
 
 
@@ -59,7 +40,12 @@ def read_outputs(workdir: str) -> dict:
     """What a run wrote: {"results", "analysis", "status", "sharpness"} for what is present."""
     files = {"results": workdir_lib.RESULTS_FILE, "analysis": workdir_lib.ANALYSIS_FILE,
              "status": workdir_lib.STATUS_FILE}
-    outputs = {key: _read_json(os.path.join(workdir, name)) for key, name in files.items()}
+    # A file cut short or damaged reads as absent: a run is done only if its
+    # results.json reads (the trainer and the launchers agree on that).
+    outputs = {key: workdir_lib.read_json(os.path.join(workdir, name))
+               for key, name in files.items()}
+    outputs = {key: value if isinstance(value, dict) else None
+               for key, value in outputs.items()}
     outputs["sharpness"] = read_sharpness_records(workdir)
     return {key: value for key, value in outputs.items() if value is not None}
 
@@ -237,6 +223,8 @@ def to_markdown(table: registry.Table, cells, statuses, list_runs: bool = True) 
             else:
                 line.append(format_ours(result))
         lines.append(_markdown_row(line))
+    if table.summary is not None:
+        lines += ["", table.summary(table, cells).rstrip()]
     counts = status_counts(statuses.values())
     lines += ["", f"Runs: {len(statuses)} (" +
               ", ".join(f"{s} {n}" for s, n in counts.items()) + ")"]
@@ -266,7 +254,11 @@ def to_csv(table: registry.Table, cells) -> str:
 
 
 def plot(table: registry.Table, cells, path: str) -> None:
-    """Ours (mean +- std) and the paper's number (hollow) per cell, x = rows."""
+    """Ours (mean +- std) and the paper's number (hollow) per cell, x = rows
+    (or the table's own plot)."""
+    if table.plot is not None:
+        table.plot(table, cells, path)
+        return
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -5,7 +5,6 @@ resumes from its workdir when launched again, and a finished one is skipped.
 """
 
 import dataclasses
-import json
 import os
 import shlex
 import signal
@@ -26,10 +25,8 @@ def write_status(workdir: str, **fields) -> None:
     """status.json: the launcher's record of a run (collect reads it)."""
     os.makedirs(workdir, exist_ok=True)
     fields.update(host=socket.gethostname(), time=time.time())
-    tmp = workdir_lib.path(workdir, workdir_lib.STATUS_FILE + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(fields, f, indent=2)
-    os.replace(tmp, workdir_lib.path(workdir, workdir_lib.STATUS_FILE))
+    workdir_lib.write_json_atomic(workdir_lib.path(workdir, workdir_lib.STATUS_FILE),
+                                  fields)
 
 
 def pending_analyses(run: registry.Run, root: str) -> list[str]:
@@ -39,7 +36,7 @@ def pending_analyses(run: registry.Run, root: str) -> list[str]:
 
 def is_finished(run: registry.Run, root: str) -> bool:
     """Trained (results.json) and every analysis written."""
-    return (os.path.exists(workdir_lib.path(run.workdir(root), workdir_lib.RESULTS_FILE))
+    return (workdir_lib.read_results(run.workdir(root)) is not None
             and not pending_analyses(run, root))
 
 
@@ -101,7 +98,7 @@ def launch_local(runs: Sequence[registry.Run], root: str, repo: str, *,
             if forwarder.received:
                 break
             workdir = run.workdir(root)
-            trained = os.path.exists(workdir_lib.path(workdir, workdir_lib.RESULTS_FILE))
+            trained = workdir_lib.read_results(workdir) is not None
             analyses = pending_analyses(run, root) if trained else list(run.analyses)
             header = f"[{index + 1}/{len(runs)}] {run.name}"
             if trained and not analyses:
@@ -214,11 +211,16 @@ TASK="${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}"
 mkdir -p "$WORKDIR"
 write_status() {{  # state exit_code: the run's status.json, read by collect
   printf '{{"state": "%s", "exit_code": %s, "launcher": "slurm", "job": "%s"}}\\n' \\
-    "$1" "$2" "$TASK" > "$WORKDIR/{workdir_lib.STATUS_FILE}"
+    "$1" "$2" "$TASK" > "$WORKDIR/{workdir_lib.STATUS_FILE}.tmp"
+  mv -f "$WORKDIR/{workdir_lib.STATUS_FILE}.tmp" "$WORKDIR/{workdir_lib.STATUS_FILE}"  # atomic
+}}
+finished() {{  # results.json reads: what collect and the local launcher call done
+  python -c 'import json, sys; assert isinstance(json.load(open(sys.argv[1])), dict)' \\
+    "$WORKDIR/{workdir_lib.RESULTS_FILE}" 2>/dev/null
 }}
 
 STATUS=0
-if [[ ! -f "$WORKDIR/{workdir_lib.RESULTS_FILE}" ]]; then
+if ! finished; then
   # SIGTERM (preemption, or the time limit soon) goes to the run, which saves a
   # checkpoint and exits {EXIT_PREEMPTED}; the task is then requeued and resumes. It goes
   # through SLURM to the job step: srun turns a SIGTERM of its own into SIGKILL.

@@ -108,11 +108,26 @@ def _percent(key: str, complement: bool = False) -> Metric:
     return metric
 
 
+def _result(key: str, scale: float = 1.0) -> Metric:
+    def metric(outputs: dict) -> Optional[float]:
+        value = outputs.get("results", {}).get(key)
+        return None if value is None else scale * float(value)
+    return metric
+
+
 METRICS: dict[str, Metric] = {
     "error": _percent("test_error"),                  # top-1 error %
     "top5_error": _percent("test_top5_error"),
     "accuracy": _percent("test_error", complement=True),  # Table 4: accuracy %
     "validation_error": _percent("validation_error"),  # the rho search
+    # SWA's averaged weights (runs with swa.start_fraction set).
+    "swa_error": _percent("swa_test_error"),
+    "swa_validation_error": _percent("swa_validation_error"),
+    # The cost ledger (results.json): forward + backward passes over a batch
+    # of the run, in thousands, and the training wall-clock seconds
+    # (compilation, evaluation and checkpoints excluded).
+    "kilo_gradient_evaluations": _result("gradient_evaluations", 1e-3),
+    "train_seconds": _result("train_seconds"),
 }
 HIGHER_IS_BETTER = frozenset({"accuracy"})  # for the others, lower is better
 
@@ -246,6 +261,11 @@ class Table:
     cells: tuple[Cell, ...]
     unit: str = "test error %"
     notes: str = ""
+    # Optional views that `collect` adds: plot(table, cells, path) draws the
+    # --plot figure instead of the default one; summary(table, cells) -> str
+    # is markdown printed under the table (e.g. a ranking).
+    plot: Optional[Callable] = dataclasses.field(default=None, compare=False)
+    summary: Optional[Callable] = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self):
         row_keys = {key for key, _ in self.rows}
