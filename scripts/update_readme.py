@@ -25,6 +25,7 @@ def inline(text: str, root: str) -> str:
 
 
 READMES = ("README.md", "experiments/cpu_scale/README.md",
+           "experiments/review_comparison/README.md",
            "experiments/benchmarks/README.md")
 
 

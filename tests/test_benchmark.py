@@ -55,6 +55,22 @@ def test_quick_benchmark_reports_every_case(tmp_path):
     assert "| case |" in md_out.read_text()
 
 
+def test_methods_case_puts_declared_cost_beside_measured_time(tmp_path):
+    json_out, md_out = tmp_path / "methods.json", tmp_path / "methods.md"
+    subprocess.run([sys.executable, SCRIPT, "--quick", "--repeats=1", "--cases=methods",
+                    "--methods=sam,looksam,entropy_sgd", f"--json_out={json_out}",
+                    f"--md_out={md_out}"],
+                   check=True, env=user_environment(), cwd=REPO, timeout=600)
+    rows = {row["method"]: row for row in json.loads(json_out.read_text())["cases"]}
+    # The papers' costs with the default sub-configs: SAM two passes, LookSAM's
+    # full step every k = 5 steps, Entropy-SGD's L = 5 Langevin gradients.
+    assert {name: row["gradient_evaluations"] for name, row in rows.items()} == {
+        "sam": "2", "looksam": "1 + 1/5", "entropy_sgd": "5"}
+    assert all(row["ratio"] > 0 for row in rows.values())
+    text = md_out.read_text()
+    assert "## Per-method step cost" in text and "Foret et al., ICLR 2021" in text
+
+
 @pytest.mark.parametrize("args,message", [
     (["--main=resnet9:16"], "unknown model 'resnet9'; allowed:"),
     (["--large=wrn10_1:0"], "must be a positive multiple of the device count"),
