@@ -17,6 +17,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from helpers import REPO
+from helpers import load_any_table
 from helpers import load_config
 from helpers import load_module
 from sam_jax import data
@@ -107,7 +108,7 @@ def run_config(run):
 
 @pytest.mark.parametrize("table", reproduce.TABLES)
 def test_every_table_run_config_builds_and_validates(table, tmp_path):
-    runs = reproduce.load_table(table).runs()
+    runs = load_any_table(table).runs()
     assert runs
     fake_checkpoint = tmp_path / "pretrained.msgpack"
     fake_checkpoint.write_bytes(b"")

@@ -4,6 +4,7 @@ run names, and run configs that accept their ARG and overrides."""
 import os
 
 from helpers import REPO
+from helpers import load_any_table
 from helpers import load_config
 from sam_jax.reproduce import __main__ as cli
 
@@ -50,18 +51,18 @@ def test_paper_numbers_spot_checks():
 
 
 def test_run_names_are_unique_across_tables():
-    from sam_jax.reproduce import TABLES, load_table
+    from sam_jax.reproduce import TABLES
     names = {}
     for table in TABLES:
-        for run in load_table(table).runs():
+        for run in load_any_table(table).runs():
             assert names.setdefault(run.name, run) == run, run.name
 
 
 def test_run_configs_accept_their_arg_and_overrides():
     """Every run's ARG and override keys exist in its config file (files that
     are not written yet are skipped)."""
-    from sam_jax.reproduce import TABLES, load_table
-    runs = {run.name: run for table in TABLES for run in load_table(table).runs()}
+    from sam_jax.reproduce import TABLES
+    runs = {run.name: run for table in TABLES for run in load_any_table(table).runs()}
     runs.update({run.name: run for run in
                  cli.reproduce.load_sweep("experiments/sweeps/rho_search.py").runs()})
     paths = set()

@@ -14,7 +14,10 @@ def get_table(seeds=None) -> registry.Table:
     seeds = seeds or study.SEEDS
 
     def runs_for(noise, method):
-        overrides = {"sam.rho": study.PAPER_RHO[noise]} if method == "sam" else {}
+        # Spelled out as the comparison's grid does, so that its runs at the
+        # same values are these (one workdir under one root).
+        overrides = ({"sam.rho": study.PAPER_RHO[noise]} if method == "sam"
+                     else {"optimizer.learning_rate": 0.1})
         return study.runs(method, noise, overrides, seeds)
 
     return registry.grid_table(
