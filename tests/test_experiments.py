@@ -208,6 +208,12 @@ def test_sam_behaviour_studies_read_their_records_and_plot(tmp_path):
     assert values[("sgd", "lmax_max")] == 130.0 and values[("sgd", "error")] == 20.0
     collect.plot(table, cells, str(tmp_path / "eos.png"))
     assert os.path.getsize(tmp_path / "eos.png") > 10_000
+    verdicts = table.summary(table, cells)
+    ratio = np.mean([(10.0 + step) / 10.0 for step in range(90, 121, 5)])
+    assert (f"- SAM rho 0.05: lambda_max / edge {ratio:.2f} (min 10.00, max 13.00, 7 "
+            "records of steps 90-120): not at its edge; lambda_max 115 not below "
+            "2 / lr = 20.") in verdicts
+    assert "(does not fall as rho grows)" in verdicts
 
     table = load_table("sam_behaviour.trace_and_lambda_max")
     for run in table.runs():

@@ -22,7 +22,7 @@ ROWS = (("sgd", "GD (SGD, full batch)"), ("sam0.01", "SAM rho 0.01"),
         ("usam0.05", "USAM rho 0.05"))
 COLUMNS = (("lmax", "lambda_max"), ("edge", "predicted edge"),
            ("ratio", "lambda_max / edge"), ("lmax_max", "largest lambda_max"),
-           ("grad_norm", "||g||"), ("loss", "training loss (last)"),
+           ("grad_norm", "gradient norm"), ("loss", "training loss (last)"),
            ("error", "test error % (last)"))
 METRICS = {"lmax": "stability:lambda_max:late", "edge": "stability:edge:late",
            "ratio": "stability:edge_ratio:late", "lmax_max": "stability:lambda_max:max",
@@ -45,10 +45,59 @@ def get_table(seeds=None) -> registry.Table:
         "Fashion-MNIST, full batch: lambda_max against the edges of stability",
         ROWS, COLUMNS, {}, lambda row, column: row_runs(row, seeds),
         lambda row, column: METRICS[column],
-        unit="the column's quantity", plot=plot,
+        unit="the column's quantity", plot=plot, summary=summary,
         notes="Full-batch GD / SAM / USAM, lr 0.1 (2 / lr = 20), WRN-10-1 on "
               "512 images at 16x16; edge: 2 / lr for GD, SAM's at the batch's "
               "||g||, USAM's; means over steps 90-120.")
+
+
+# Decided before the runs: "at its edge" means a mean lambda_max / edge over
+# the last quarter of training within these bounds.
+AT_EDGE = (0.8, 1.25)
+
+
+def summary(table: registry.Table, cells) -> str:
+    """The verdict per row, from its records: lambda_max / edge over the last
+    quarter of training (mean, min, max), at its edge or not, below 2 / lr or
+    not; then whether the late lambda_max falls as rho grows."""
+    metric = registry.stability_metric("lambda_max", "late")
+    lines = [f"Verdicts (at its edge: mean lambda_max / edge over the last quarter "
+             f"in [{AT_EDGE[0]:g}, {AT_EDGE[1]:g}]):", ""]
+    late = {}
+    for row, label in table.rows:
+        records = _series(cells, row)
+        if not records:
+            lines.append(f"- {label}: not run yet.")
+            continue
+        last = records[-1]["step"]
+        ratios = [registry.stability_value(r, "edge_ratio") for r in records
+                  if r["step"] >= 0.75 * last]
+        ratios = [r for r in ratios if r is not None]
+        late[row] = metric({"stability": records})
+        mean = sum(ratios) / len(ratios)
+        at_edge = AT_EDGE[0] <= mean <= AT_EDGE[1]
+        line = (f"- {label}: lambda_max / edge {mean:.2f} (min {min(ratios):.2f}, max "
+                f"{max(ratios):.2f}, {len(ratios)} records of steps {0.75 * last:g}-"
+                f"{last}): {'at' if at_edge else 'not at'} its edge")
+        if row != "sgd":  # SAM's and USAM's edges lie below GD's
+            below = late[row] < records[-1]["two_over_lr"]
+            line += (f"; lambda_max {late[row]:.3g} {'below' if below else 'not below'}"
+                     f" 2 / lr = {records[-1]['two_over_lr']:g}")
+        lines.append(line + ".")
+    seconds = [status.outputs.get("status", {}).get("elapsed_s") for result in cells
+               if result.cell.column == "lmax" for status in result.runs]
+    seconds = [s for s in seconds if s is not None]
+    if seconds:
+        lines += ["", f"Wall-clock time (the launcher's, per run): "
+                  + ", ".join(f"{s:.0f} s" for s in seconds)
+                  + f"; {sum(seconds) / 60:.0f} minutes in all."]
+    order = [row for row in ("sgd", "sam0.01", "sam0.05", "sam0.2") if row in late]
+    if len(order) > 1:
+        falls = all(late[a] > late[b] for a, b in zip(order, order[1:]))
+        lines += ["", f"Late lambda_max along GD, SAM rho 0.01, 0.05, 0.2: "
+                  + ", ".join(f"{late[row]:.3g}" for row in order)
+                  + f" ({'falls' if falls else 'does not fall'} as rho grows)."]
+    return "\n".join(lines)
 
 
 def _series(cells, row: str):
@@ -103,3 +152,24 @@ def plot(table: registry.Table, cells, path: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def main(argv=None) -> int:
+    """Prints the verdicts alone (the table's summary) for the runs under --root:
+    python -m experiments.sam_behaviour.edge_of_stability --root=ROOT."""
+    import argparse
+    import os
+
+    from sam_jax.reproduce import collect
+    parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
+    parser.add_argument("--root", required=True, help="the study's --root")
+    args = parser.parse_args(argv)
+    table = get_table()
+    cells, _ = collect.collect_table(table, os.path.abspath(args.root))
+    print(summary(table, cells))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(main())
