@@ -403,9 +403,10 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             seed=config.seed)
 
     def measure_stability(state, done):
-        # The learning rate of the step just taken (of the first, at step 0).
-        learning_rate = float(lr_fn(max(done - 1, 0)))
-        rho, unnormalised = stability_radius(config, done, total_steps, lr_fn)
+        # The learning rate and rho of the step just taken (of the first, at 0).
+        last = max(done - 1, 0)
+        learning_rate = float(lr_fn(last))
+        rho, unnormalised = stability_radius(config, last, total_steps, lr_fn)
         record = tracker(state, learning_rate, rho=rho, unnormalised=unnormalised)
         writer.write(done, "stability", {**record, "epoch": done / steps_per_epoch})
         if is_main:
