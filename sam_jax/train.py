@@ -237,7 +237,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     spec = inputs.spec
     total_steps = config.num_steps or config.num_epochs * steps_per_epoch
 
-    model = get_model(config.model.name, spec.num_classes)
+    model = get_model(config.model.name, spec.num_classes, config.dtype)
     chain = training_chain(config, total_steps, steps_per_epoch)
     tx = chain.tx
     num_epochs = total_steps // steps_per_epoch
