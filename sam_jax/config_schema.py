@@ -33,6 +33,11 @@ def base_config() -> ml_collections.ConfigDict:
     # Model.
     config.model = ml_collections.ConfigDict()
     config.model.name = "wrn28_10"  # see sam_jax.models.MODELS
+    # Compute dtype of the model: "float32" or "bfloat16" (convolutions, dense
+    # layers and activations in bf16, about half the activation memory and
+    # faster on accelerators). Parameters, gradients, optimizer state,
+    # BatchNorm statistics, logits, the loss and SAM's norms stay float32.
+    config.dtype = "float32"
 
     # Finetuning (see sam_jax/pretrained.py): start from a pretrained checkpoint
     # instead of a random init; a run resuming from its own checkpoint does not

@@ -259,7 +259,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             raise BadInputError(f"sharpness.{key}={sharp[key]!r} is more than the "
                                 f"{inputs.num_train_examples} training examples")
 
-    model = get_model(config.model.name, spec.num_classes)
+    model = get_model(config.model.name, spec.num_classes, config.dtype)
     chain = training_chain(config, total_steps, steps_per_epoch)
     tx = chain.tx
     num_epochs = total_steps // steps_per_epoch

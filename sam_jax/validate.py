@@ -6,7 +6,7 @@ import os
 from sam_jax import _sam
 from sam_jax import data
 from sam_jax.errors import BadInputError
-from sam_jax.models import MODELS
+from sam_jax.models import COMPUTE_DTYPES, MODELS
 
 BATCH_NORM_MODES = ("group", "device")
 RHO_SCHEDULES = ("constant", "lr")
@@ -33,6 +33,8 @@ def validate_config(config, num_devices: int) -> None:
     """Raises ConfigError naming the first bad value and what is allowed."""
     _check(config.model.name in MODELS,
            f"unknown model {config.model.name!r}; allowed: {_allowed(MODELS)}")
+    _check(config.dtype in COMPUTE_DTYPES,
+           f"unknown dtype {config.dtype!r}; allowed: {', '.join(COMPUTE_DTYPES)}")
     _check(config.dataset in data.DATASETS,
            f"unknown dataset {config.dataset!r}; allowed: {_allowed(data.DATASETS)}")
     spec = data.DATASETS[config.dataset]

@@ -71,11 +71,50 @@ def test_methods_case_puts_declared_cost_beside_measured_time(tmp_path):
     assert "## Per-method step cost" in text and "Foret et al., ICLR 2021" in text
 
 
+def test_quick_bf16_utilization_and_accumulation_cases(tmp_path):
+    """The non-default cases of issue 18, with every step in bf16 (so the bf16
+    case builds the float32 steps beside them)."""
+    json_out = tmp_path / "results.json"
+    subprocess.run([sys.executable, SCRIPT, "--quick", "--repeats=1", "--warmup=0",
+                    "--cases=bf16,utilization,grad_accum", "--dtype=bfloat16",
+                    "--peak_flops=1e12", f"--json_out={json_out}"],
+                   check=True, env=user_environment(), cwd=REPO, timeout=900)
+    report = json.loads(json_out.read_text())
+    assert report["settings"]["dtype"] == "bfloat16"
+    rows = {}
+    for row in report["cases"]:
+        rows.setdefault(row["case"], []).append(row)
+        assert isinstance(row["ratio"], float) and row["ratio"] > 0, row
+        assert row["target"] is None and row["passed"] is None
+    assert [r["measure"] for r in rows["bf16"]] == [
+        "SAM step s, bfloat16 / float32", "SAM peak bytes, bfloat16 / float32",
+        "SAM step s / SGD step s, float32", "SAM step s / SGD step s, bfloat16"]
+    bf16_memory = rows["bf16"][1]
+    assert bf16_memory["numerator"] == bf16_memory["bfloat16"]["peak"] > 0
+    # FLOP/s = XLA's count of the step's FLOPs / its median time.
+    for row, dtype in zip(rows["utilization"], ("float32", "bfloat16")):
+        assert dtype in row["measure"] and row["denominator"] == 1e12
+        assert row["step_flops"] > 0
+        assert row["numerator"] == pytest.approx(row["step_flops"] / row["median_s"])
+    # Per-device batch 16 (one CPU device): m = 4 for every K.
+    assert [r["measure"] for r in rows["grad_accum"]] == [
+        "SAM peak bytes, grad_accum_steps 2 / 1 (m = 4)",
+        "SAM step s, grad_accum_steps 2 / 1 (m = 4)",
+        "SAM peak bytes, grad_accum_steps 4 / 1 (m = 4)",
+        "SAM step s, grad_accum_steps 4 / 1 (m = 4)"]
+    timed = report["timings"]["wrn10_1 batch 16"]
+    assert {"sam", "sgd", "sam_float32", "sgd_float32", "sam_accum1", "sam_accum2",
+            "sam_accum4"} == set(timed)
+    assert all(summary["all_steps_finite"] for summary in timed.values())
+
+
 @pytest.mark.parametrize("args,message", [
     (["--main=resnet9:16"], "unknown model 'resnet9'; allowed:"),
     (["--large=wrn10_1:0"], "must be a positive multiple of the device count"),
     (["--main=wrn10_1:12", "--cases=m_sharpness"], "must be a multiple of 8"),
     (["--main=resnet8:16", "--cases=sam_vs_torch"], "sam_vs_torch needs a WideResNet"),
+    (["--main=wrn10_1:6", "--cases=grad_accum"], "must be a multiple of 4"),
+    (["--peak_flops=0"], "--peak_flops=0.0 must be > 0"),
 ])
 def test_bad_setup_exits_2_with_one_line_before_any_work(tmp_path, args, message):
     json_out = tmp_path / "results.json"

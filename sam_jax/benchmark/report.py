@@ -53,6 +53,8 @@ def format_side(value: float, unit: str) -> str:
         return f"{value / 2**20:.1f} MiB"
     if unit == "images/s":
         return f"{value:.1f} images/s"
+    if unit == "FLOP/s":
+        return f"{value / 1e12:.4g} TFLOP/s"
     return f"{value:.3f} s"
 
 

@@ -1,4 +1,9 @@
-"""Layers shared by the CIFAR models, with the official code's initialisers."""
+"""Layers shared by the CIFAR models, with the official code's initialisers.
+
+Every model takes a compute `dtype` (float32 or bfloat16, see
+sam_jax/models/__init__.py) that its layers compute in; parameters and
+BatchNorm statistics are float32 whatever it is (flax's param_dtype default).
+"""
 
 import functools
 
@@ -22,13 +27,15 @@ def dense_kernel_init(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -limit, limit)
 
 
-def batch_norm(train: bool, name: str) -> nn.BatchNorm:
+def batch_norm(train: bool, name: str, dtype=jnp.float32) -> nn.BatchNorm:
+    """The official BatchNorm; `dtype` is its output's (statistics, scale and
+    offset stay float32: flax reduces in float32)."""
     return nn.BatchNorm(use_running_average=not train, momentum=BATCHNORM_MOMENTUM,
-                        epsilon=BATCHNORM_EPSILON, name=name)
+                        epsilon=BATCHNORM_EPSILON, dtype=dtype, name=name)
 
 
-def bn_relu(x, train: bool, name: str):
-    return nn.relu(batch_norm(train, name)(x))
+def bn_relu(x, train: bool, name: str, dtype=jnp.float32):
+    return nn.relu(batch_norm(train, name, dtype)(x))
 
 
 # nn.Conv with XLA:CPU's slow weight gradient replaced (models/conv.py).
