@@ -88,13 +88,13 @@ def summary(table: registry.Table, cells) -> str:
                if result.cell.column == "lmax" for status in result.runs]
     seconds = [s for s in seconds if s is not None]
     if seconds:
-        lines += ["", f"Wall-clock time (the launcher's, per run): "
+        lines += ["", "Wall-clock time (the launcher's, per run): "
                   + ", ".join(f"{s:.0f} s" for s in seconds)
                   + f"; {sum(seconds) / 60:.0f} minutes in all."]
     order = [row for row in ("sgd", "sam0.01", "sam0.05", "sam0.2") if row in late]
     if len(order) > 1:
         falls = all(late[a] > late[b] for a, b in zip(order, order[1:]))
-        lines += ["", f"Late lambda_max along GD, SAM rho 0.01, 0.05, 0.2: "
+        lines += ["", "Late lambda_max along GD, SAM rho 0.01, 0.05, 0.2: "
                   + ", ".join(f"{late[row]:.3g}" for row in order)
                   + f" ({'falls' if falls else 'does not fall'} as rho grows)."]
     return "\n".join(lines)
