@@ -66,7 +66,7 @@ def _backend_started() -> bool:
 def configure(environ: MutableMapping[str, str] = os.environ) -> Optional[str]:
     """Sets PJRT_NPROC to twice the CPU device count where XLA's pool would be
     smaller; returns what it did (None: nothing needed). Cheap, and touches
-    nothing for one device."""
+    nothing for one device. `environ` may be a child process's environment."""
     if environ.get("SAM_JAX_XLA_CPU_THREADS", "").lower() == "xla":
         return None
     platforms = environ.get("JAX_PLATFORMS", "")
@@ -78,7 +78,7 @@ def configure(environ: MutableMapping[str, str] = os.environ) -> Optional[str]:
     needed = 2 * devices
     if max(pool_threads(environ), devices) >= needed:
         return None
-    if _backend_started():
+    if environ is os.environ and _backend_started():
         warnings.warn(f"{devices} CPU devices share a pool of fewer than {needed} "
                       "threads and JAX has already started, so it stays so; "
                       "collectives may deadlock. Call sam_jax.cpu_devices."

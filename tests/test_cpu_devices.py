@@ -49,16 +49,17 @@ def test_environment_left_alone_where_the_pool_suffices(environ):
     assert environ == before
 
 
-def test_this_test_process_has_the_threads_and_too_late_warns():
+def test_this_test_process_has_the_threads_and_too_late_warns(monkeypatch):
     """conftest.py configured the suite's 8 devices; once JAX has started, a
-    setting would not apply, and configure says so instead."""
+    setting of this process would not apply, and configure says so instead."""
     import jax
     assert jax.device_count() == 8
     assert max(cpu_devices.pool_threads(), 8) >= 16
-    environ = {"XLA_FLAGS": EIGHT, "NPROC": "2"}
+    monkeypatch.delenv("PJRT_NPROC", raising=False)
+    monkeypatch.setenv("NPROC", "2")
     with pytest.warns(RuntimeWarning, match="PJRT_NPROC=16"):
-        assert cpu_devices.configure(environ) is None
-    assert "PJRT_NPROC" not in environ
+        assert cpu_devices.configure() is None
+    assert "PJRT_NPROC" not in os.environ
 
 
 # A command that runs through cli.run, as every `python -m sam_jax.X` does, and
