@@ -7,6 +7,10 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The 8 devices' collectives need 16 XLA threads (sam_jax/cpu_devices.py);
+# subprocesses inherit the setting.
+from sam_jax import cpu_devices  # noqa: E402  (does not import JAX)
+cpu_devices.configure()
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Child processes (`python -m sam_jax.main`, scripts) import this checkout
