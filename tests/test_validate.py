@@ -115,3 +115,16 @@ def test_asam_scaling_needs_the_l2_ball(ball):
     config.sam.adaptive = True
     with pytest.raises(validate.ConfigError, match=f"sam.ball '{'l2'}'.*{ball!r}"):
         validate.validate_config(config, 8)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_compute_dtypes_are_accepted(dtype):
+    validate.validate_config(with_value("dtype", dtype), 8)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float8", "bf16", 32])
+def test_unknown_compute_dtype_is_refused_naming_what_is_allowed(dtype):
+    with pytest.raises(validate.ConfigError) as error:
+        validate.validate_config(with_value("dtype", dtype), 8)
+    assert str(error.value) == (f"unknown dtype {dtype!r}; allowed: float32, "
+                                "bfloat16")

@@ -104,7 +104,9 @@ def step_configs(setup: wl.Setup, mesh, settings: Settings) -> dict:
     configs = {"sam": config("sam"), "sgd": config("sgd"),
                "sam_m_div8": config("sam", m),
                "sam_m_div8_sequential": config("sam", m, "sequential")}
-    configs.update({METHOD_PREFIX + name: config(name) for name in settings.methods})
+    # SGD is every method's denominator: timed even when --methods omits it.
+    configs.update({METHOD_PREFIX + name: config(name)
+                    for name in (*settings.methods, "sgd")})
     for dtype in DTYPES:
         for step in ("sam", "sgd"):
             configs.setdefault(in_dtype(step, dtype, settings), config(step, dtype=dtype))
