@@ -88,7 +88,8 @@ def summary(table: registry.Table, cells) -> str:
                if result.cell.column == "lmax" for status in result.runs]
     seconds = [s for s in seconds if s is not None]
     if seconds:
-        lines += ["", f"Wall-clock time (the launcher's, per run): "
+        lines += ["", f"Wall-clock time of each run's last launch (status.json; a "
+                  "resumed run's earlier attempts not counted): "
                   + ", ".join(f"{s:.0f} s" for s in seconds)
                   + f"; {sum(seconds) / 60:.0f} minutes in all."]
     order = [row for row in ("sgd", "sam0.01", "sam0.05", "sam0.2") if row in late]
