@@ -227,6 +227,9 @@ def test_sam_behaviour_studies_read_their_records_and_plot(tmp_path):
     assert values[("error", "m4_lmax")] == 20.0 and ("error", "m4_trace") not in values
     collect.plot(table, cells, str(tmp_path / "trace.png"))
     assert os.path.getsize(tmp_path / "trace.png") > 10_000
+    assert table.summary(table, cells).startswith(
+        "At epoch 10, SAM against SGD (relative drop; negative: higher than SGD): "
+        "m=4: lambda_max +0%, trace +0%;")
 
 
 def test_sam_behaviour_rank_and_m_verdicts(tmp_path):

@@ -37,10 +37,11 @@ def summary(table: registry.Table, cells) -> str:
     gap = large.mean - small.mean
     noise = (small.std or 0.0) + (large.std or 0.0)
     best = min(order, key=lambda row: results[row].mean)
-    return (f"Test error at m = {order[0][1:]} minus m = 256: {-gap:+.2f} points "
-            f"(stds {small.std or 0.0:.2f} and {large.std or 0.0:.2f}); lowest mean "
-            f"error at m = {best[1:]}. Smaller m is better: "
-            f"{'held' if gap > noise else 'did not hold'}.")
+    verdict = (f"Test error at m = {order[0][1:]} minus m = 256: {-gap:+.2f} points "
+               f"(stds {small.std or 0.0:.2f} and {large.std or 0.0:.2f}); lowest mean "
+               f"error at m = {best[1:]}. Smaller m is better: "
+               f"{'held' if gap > noise else 'did not hold'}.")
+    return "\n\n".join(filter(None, [verdict, study.wall_clock(cells)]))
 
 
 def plot(table: registry.Table, cells, path: str) -> None:

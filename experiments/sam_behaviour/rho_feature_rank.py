@@ -46,11 +46,12 @@ def summary(table: registry.Table, cells) -> str:
     holds = (all(ranks[row] <= sgd for row in order[1:]) and largest != "rho0"
              and ranks[largest] < sgd)
     falling = all(ranks[a] >= ranks[b] for a, b in zip(order, order[1:]))
-    return ("Mean feature rank at the end along rho "
-            + ", ".join(f"{row.removeprefix('rho')}: {ranks[row]:.1f}" for row in order)
-            + f". SAM lowers the rank (every rho > 0 at most SGD's, the largest rho "
-            f"below it): {'held' if holds else 'did not hold'}; non-increasing in rho: "
-            f"{'yes' if falling else 'no'}.")
+    verdict = ("Mean feature rank at the end along rho "
+               + ", ".join(f"{row.removeprefix('rho')}: {ranks[row]:.1f}" for row in order)
+               + f". SAM lowers the rank (every rho > 0 at most SGD's, the largest rho "
+               f"below it): {'held' if holds else 'did not hold'}; non-increasing in rho: "
+               f"{'yes' if falling else 'no'}.")
+    return "\n\n".join(filter(None, [verdict, study.wall_clock(cells)]))
 
 
 def plot(table: registry.Table, cells, path: str) -> None:
@@ -87,5 +88,6 @@ def get_table(seeds=None) -> registry.Table:
         "Fashion-MNIST: penultimate feature rank against rho",
         ROWS, COLUMNS, {}, lambda row, column: row_runs(row, seeds),
         lambda row, column: METRICS[column], unit="the column's quantity",
-        summary=summary, plot=plot, notes="Rank: principal components holding 99% of the variance of the "
+        summary=summary, plot=plot,
+        notes="Rank: principal components holding 99% of the variance of the "
               "64-dimensional features of 1,024 training images.")
