@@ -6,8 +6,9 @@
 Prints markdown tables (a few seconds on a CPU): the edges of stability of GD,
 USAM and SAM, closed form against measured; SAM's 2-cycle along the top
 eigenvector; the rho^2 floor of stochastic SAM; USAM diverging where SAM does
-not; then one verdict per prediction with its numbers. SAM iterates come from `sam_jax.sam` chained with `optax.sgd`; the
-closed forms from `sam_jax.analysis` (stability.py derives them).
+not; then one verdict per prediction with its numbers. SAM iterates come from
+`sam_jax.sam` chained with `optax.sgd`; the closed forms from `sam_jax.analysis`
+(stability.py derives them).
 tests/test_sam_theory.py checks the same predictions.
 """
 

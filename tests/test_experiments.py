@@ -228,3 +228,41 @@ def test_sam_behaviour_studies_read_their_records_and_plot(tmp_path):
     assert values[("error", "m4_lmax")] == 20.0 and ("error", "m4_trace") not in values
     collect.plot(table, cells, str(tmp_path / "trace.png"))
     assert os.path.getsize(tmp_path / "trace.png") > 10_000
+    assert table.summary(table, cells).startswith(
+        "At epoch 10, SAM against SGD (relative drop; negative: higher than SGD): "
+        "m=4: lambda_max +0%, trace +0%;")
+
+
+def test_sam_behaviour_rank_and_m_verdicts(tmp_path):
+    """Studies 6 and 7: the verdicts by their fixed criteria, and the plots."""
+    from sam_jax.reproduce import collect
+    from sam_jax.reproduce import load_table
+    root = str(tmp_path)
+    table = load_table("sam_behaviour.rho_feature_rank")
+    for run in table.runs():
+        rho = dict(run.overrides).get("sam.rho", 0.0)
+        fake_stability_run(run.workdir(root), [
+            {"step": 0, "lambda_max": 5.0, "feature_rank": 10},
+            {"step": 160, "lambda_max": 5.0, "feature_rank": 30 - 10 * rho + run.seed}],
+            160)
+    cells, _ = collect.collect_table(table, root)
+    verdict = table.summary(table, cells)
+    assert verdict.startswith("Mean feature rank at the end along rho 0: 30.5, 0.02: 30.3,")
+    assert verdict.endswith("below it): held; non-increasing in rho: yes.")
+    collect.plot(table, cells, str(tmp_path / "rank.png"))
+    assert os.path.getsize(tmp_path / "rank.png") > 10_000
+
+    table = load_table("sam_behaviour.m_sweep")
+    errors = {"sgd": 0.20, "1": 0.18, "4": 0.185, "16": 0.19, "64": 0.195, "256": 0.20}
+    for run in table.runs():
+        m = str(dict(run.overrides).get("sam.examples_per_perturbation", "sgd"))
+        write_results = {"test_error": errors[m] + 0.001 * run.seed, "steps": 160}
+        os.makedirs(run.workdir(root), exist_ok=True)
+        with open(os.path.join(run.workdir(root), "results.json"), "w") as f:
+            json.dump(write_results, f)
+    cells, _ = collect.collect_table(table, root)
+    assert table.summary(table, cells) == (
+        "Test error at m = 1 minus m = 256: -2.00 points (stds 0.10 and 0.10); lowest "
+        "mean error at m = 1. Smaller m is better: held.")
+    collect.plot(table, cells, str(tmp_path / "m.png"))
+    assert os.path.getsize(tmp_path / "m.png") > 10_000

@@ -52,3 +52,17 @@ def runs(method: str, overrides: dict, seeds: int, protocol=None) -> tuple:
     protocol = PROTOCOL if protocol is None else protocol
     return registry.seeded_runs(f"{CONFIG}:small,{method}", {**protocol, **overrides},
                                 seeds)
+
+
+def wall_clock(cells) -> str:
+    """One line: the launcher's wall-clock seconds of the table's runs (each
+    run's last launch, status.json), their sum in minutes."""
+    seconds = {status.name: status.outputs.get("status", {}).get("elapsed_s")
+               for result in cells for status in result.runs}
+    seconds = [s for s in seconds.values() if s is not None]
+    if not seconds:
+        return ""
+    return (f"Wall-clock time of each run's last launch (status.json; a resumed "
+            f"run's earlier attempts not counted): {min(seconds):.0f}-"
+            f"{max(seconds):.0f} s per run, {sum(seconds) / 60:.0f} minutes for "
+            f"{len(seconds)} runs (several ran side by side on the shared 2 cores).")

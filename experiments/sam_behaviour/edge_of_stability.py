@@ -84,13 +84,8 @@ def summary(table: registry.Table, cells) -> str:
             line += (f"; lambda_max {late[row]:.3g} {'below' if below else 'not below'}"
                      f" 2 / lr = {records[-1]['two_over_lr']:g}")
         lines.append(line + ".")
-    seconds = [status.outputs.get("status", {}).get("elapsed_s") for result in cells
-               if result.cell.column == "lmax" for status in result.runs]
-    seconds = [s for s in seconds if s is not None]
-    if seconds:
-        lines += ["", "Wall-clock time (the launcher's, per run): "
-                  + ", ".join(f"{s:.0f} s" for s in seconds)
-                  + f"; {sum(seconds) / 60:.0f} minutes in all."]
+    if study.wall_clock(cells):
+        lines += ["", study.wall_clock(cells)]
     order = [row for row in ("sgd", "sam0.01", "sam0.05", "sam0.2") if row in late]
     if len(order) > 1:
         falls = all(late[a] > late[b] for a, b in zip(order, order[1:]))
@@ -153,23 +148,3 @@ def plot(table: registry.Table, cells, path: str) -> None:
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
-
-def main(argv=None) -> int:
-    """Prints the verdicts alone (the table's summary) for the runs under --root:
-    python -m experiments.sam_behaviour.edge_of_stability --root=ROOT."""
-    import argparse
-    import os
-
-    from sam_jax.reproduce import collect
-    parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
-    parser.add_argument("--root", required=True, help="the study's --root")
-    args = parser.parse_args(argv)
-    table = get_table()
-    cells, _ = collect.collect_table(table, os.path.abspath(args.root))
-    print(summary(table, cells))
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-    sys.exit(main())

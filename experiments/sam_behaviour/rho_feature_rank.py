@@ -33,6 +33,54 @@ def row_runs(row: str, seeds: int) -> tuple:
     return study.runs("sam", {**SHARPNESS, "sam.rho": rho}, seeds)
 
 
+def summary(table: registry.Table, cells) -> str:
+    """The verdict, by criteria fixed before the runs: the prediction holds if
+    every rho > 0 ends with a mean rank at most SGD's and the largest rho
+    strictly below it; the ranks' order along rho is reported beside."""
+    ranks = {c.cell.row: c.mean for c in cells
+             if c.cell.column == "rank" and c.mean is not None}
+    order = [row for row, _ in table.rows if row in ranks]
+    if "rho0" not in ranks or len(order) < 2:
+        return "Verdict: not enough finished runs yet."
+    sgd, largest = ranks["rho0"], order[-1]
+    holds = (all(ranks[row] <= sgd for row in order[1:]) and largest != "rho0"
+             and ranks[largest] < sgd)
+    falling = all(ranks[a] >= ranks[b] for a, b in zip(order, order[1:]))
+    verdict = ("Mean feature rank at the end along rho "
+               + ", ".join(f"{row.removeprefix('rho')}: {ranks[row]:.1f}" for row in order)
+               + f". SAM lowers the rank (every rho > 0 at most SGD's, the largest rho "
+               f"below it): {'held' if holds else 'did not hold'}; non-increasing in rho: "
+               f"{'yes' if falling else 'no'}.")
+    return "\n\n".join(filter(None, [verdict, study.wall_clock(cells)]))
+
+
+def plot(table: registry.Table, cells, path: str) -> None:
+    """Feature rank, lambda_max and test error against rho (mean +- std over
+    seeds; rho 0 drawn at the left edge of the log axis)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_position = {(c.cell.row, c.cell.column): c for c in cells}
+    figure, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    positive = [rho for rho in RHOS if rho > 0]
+    x_of = {rho: rho if rho > 0 else positive[0] / 2 for rho in RHOS}
+    for ax, column in zip(axes, ("rank", "lmax", "error")):
+        points = [(x_of[rho], by_position.get((f"rho{rho:g}", column))) for rho in RHOS]
+        points = [(x, c) for x, c in points if c is not None and c.mean is not None]
+        if points:
+            ax.errorbar([x for x, _ in points], [c.mean for _, c in points],
+                        yerr=[c.std or 0.0 for _, c in points], marker="o", capsize=3)
+        ax.set_xscale("log")
+        ax.set_xticks([x_of[rho] for rho in RHOS], [f"{rho:g}" for rho in RHOS])
+        ax.set_xlabel("rho (0: SGD)")
+        ax.set_ylabel(dict(table.columns)[column])
+    figure.suptitle(table.title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def get_table(seeds=None) -> registry.Table:
     seeds = seeds or SEEDS
     return registry.grid_table(
@@ -40,5 +88,6 @@ def get_table(seeds=None) -> registry.Table:
         "Fashion-MNIST: penultimate feature rank against rho",
         ROWS, COLUMNS, {}, lambda row, column: row_runs(row, seeds),
         lambda row, column: METRICS[column], unit="the column's quantity",
+        summary=summary, plot=plot,
         notes="Rank: principal components holding 99% of the variance of the "
               "64-dimensional features of 1,024 training images.")

@@ -36,6 +36,36 @@ def method_runs(method: str, seeds: int) -> tuple:
                               "sam.examples_per_perturbation": int(method[1:])}, seeds)
 
 
+def summary(table: registry.Table, cells) -> str:
+    """At the end of training, each SAM run's lambda_max and trace relative to
+    SGD's; verdicts by criteria fixed before the runs: "SAM lowers the trace"
+    holds if every m ends below SGD's trace; "small m acts on the trace more than
+    on lambda_max" if at the smallest m the trace's relative drop exceeds
+    lambda_max's."""
+    row = f"epoch{MEASURED[-1]}"
+    end = {c.cell.column: c.mean for c in cells if c.cell.row == row and c.mean is not None}
+    if "sgd_lmax" not in end or "sgd_trace" not in end:
+        return "Verdict: not enough finished runs yet."
+    drops = {}
+    for m in M_VALUES:
+        if f"m{m}_lmax" in end and f"m{m}_trace" in end:
+            drops[m] = (1 - end[f"m{m}_lmax"] / end["sgd_lmax"],
+                        1 - end[f"m{m}_trace"] / end["sgd_trace"])
+    if not drops:
+        return "Verdict: not enough finished runs yet."
+    lines = [f"At epoch {MEASURED[-1]}, SAM against SGD (relative drop; negative: "
+             "higher than SGD): " + "; ".join(
+                 f"m={m}: lambda_max {lmax:+.0%}, trace {trace:+.0%}"
+                 for m, (lmax, trace) in drops.items()) + "."]
+    smallest = min(drops)
+    lines.append(
+        "SAM lowers the trace at every m: "
+        f"{'held' if all(t > 0 for _, t in drops.values()) else 'did not hold'}; "
+        f"at m={smallest} the trace drops more than lambda_max: "
+        f"{'held' if drops[smallest][1] > drops[smallest][0] else 'did not hold'}.")
+    return "\n\n".join(filter(None, lines + [study.wall_clock(cells)]))
+
+
 def get_table(seeds=None) -> registry.Table:
     seeds = seeds or study.SEEDS
 
@@ -55,7 +85,7 @@ def get_table(seeds=None) -> registry.Table:
         "sam_behaviour.trace_and_lambda_max",
         "Fashion-MNIST: lambda_max and Hessian trace over training, SGD vs SAM(m)",
         ROWS, COLUMNS, {}, runs_for, metric_for, unit="the column's quantity",
-        plot=plot,
+        plot=plot, summary=summary,
         notes="Batch 256, rho 0.05, sam.batch_norm='device'; measured on a fixed "
               "batch of 256 training images.")
 
