@@ -413,7 +413,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             print(f"stability step {done}: " +
                   " ".join(f"{k} {v:.4g}" for k, v in record.items()), flush=True)
 
-    with preemption.SigtermWatcher() as sigterm:
+    with preemption.SigtermWatcher() as sigterm, checkpoint.saves_finished_on_error(manager):
         if tracker is not None and start_step == 0:
             measure_stability(state, 0)
         stopwatch.start()

@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.flatten_util import ravel_pytree
 from sklearn.datasets import load_digits
 import tensorflow as tf
@@ -282,3 +283,11 @@ def load_any_table(name: str):
     from experiments.review_comparison import comparison, methods
     return comparison.get_condition_table(
         name.split(".")[1], picks={m.key: m.grid[0] for m in methods.METHODS})
+
+
+def slow_except(values, fast) -> list:
+    """pytest parameters: `values`, those not in `fast` marked slow (run with
+    SAM_JAX_SLOW_TESTS=1; conftest.py). The fast ones cover the code path; the
+    slow ones repeat it on costlier models."""
+    return [value if value in fast else pytest.param(value, marks=pytest.mark.slow)
+            for value in values]

@@ -20,6 +20,7 @@ from helpers import REPO
 from helpers import load_any_table
 from helpers import load_config
 from helpers import load_module
+from helpers import slow_except
 from sam_jax import data
 from sam_jax import parallel
 from sam_jax import reproduce
@@ -200,7 +201,8 @@ def quick_variables(model, image_shape, seed=0):
     return variables["params"], variables.get("batch_stats", {})
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+# wrn in the suite; each family's small model steps in test_models.py too.
+@pytest.mark.parametrize("family", slow_except(FAMILIES, ("wrn",)))
 def test_one_sam_step_of_each_model_family(family):
     config_and_arg, small_model = FAMILIES[family]
     config = load_config(config_and_arg)

@@ -157,7 +157,8 @@ echo '{"test_error": 0.1}' > "$workdir/results.json"
 """
 
 
-def test_local_launcher_records_failures_and_continues(tmp_path):
+def test_local_launcher_records_failures_and_continues(tmp_path, monkeypatch):
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)  # conftest's
     python = tmp_path / "python"
     python.write_text(FAKE_PYTHON)
     os.chmod(python, 0o755)
