@@ -20,9 +20,9 @@ paper: WRN-28-10, 200 epochs, batch 256, m = 32 (the paper's 8 GPUs), LR 0.1
   flip); Table 5: SAM 3.98% vs SGD 4.57% test error.
 small: WRN-10-1 on a fixed subset (the first 4,000 training images), batch
   128, 10 epochs (310 steps), m = per-device batch, the same LR, WD and rho;
-  evaluated once, at the end, on the full 10,000-image test set. The
-  protocol of experiments/review_comparison (its README has the pilot's SGD
-  and SAM errors and timings).
+  evaluated once, at the end, on the full 10,000-image test set. Protocol a
+  of experiments/review_comparison's pilot (its README has the pilot's SGD
+  and SAM errors; the comparison itself runs a cheaper protocol).
 """
 
 from sam_jax import methods

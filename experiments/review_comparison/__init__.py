@@ -49,7 +49,7 @@ PILOT_PROTOCOLS = {
            "checkpoint_every_steps": 280}),
 }
 # The comparison's protocol: the pilot's choice (README.md, "The pilot").
-PROTOCOL = PILOT_PROTOCOLS["b"][1]
+PROTOCOL = PILOT_PROTOCOLS["c"][1]
 # Table 4's radius: rho 0.1, 0.05 at 80% noise.
 PAPER_RHO = {"clean": 0.05, "noise40": 0.1, "noise80": 0.05}
 
