@@ -9,7 +9,7 @@ preemption, a reused directory or a typo can leave, and judges the outcome:
   exit code).
 
 The suite asserts every case is good, except slow ones whose ground other
-tests cover too (in_suite=False: test_main's signals and corrupt checkpoints,
+tests cover too (in_suite=False, marked slow: test_main's signals and corrupt checkpoints,
 test_workdir's lock, --overwrite and torn metrics line, test_validate's
 messages). Run as a script, it tries them all and writes the table with the
 counts:
@@ -560,10 +560,10 @@ def _(tmp):
 
 # ------------------------------------------------------------------ running
 
-SUITE_CASES = [c for c in CASES if c.in_suite]
-
-
-@pytest.mark.parametrize("fault", SUITE_CASES, ids=[c.name for c in SUITE_CASES])
+# The script-only cases are the suite's slow ones too (SAM_JAX_SLOW_TESTS=1).
+@pytest.mark.parametrize("fault", [
+    c if c.in_suite else pytest.param(c, marks=pytest.mark.slow) for c in CASES],
+    ids=[c.name for c in CASES])
 def test_fault(fault, tmp_path, fault_table):
     verdict, what = fault.run(str(tmp_path))
     if verdict == "skipped":
