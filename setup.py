@@ -36,7 +36,7 @@ setuptools.setup(
     ],
     extras_require={
         # tests/test_install.py builds the wheel without build isolation.
-        "test": ["pytest>=9.2", "setuptools>=65.5", "wheel>=0.48"],
+        "test": ["pytest>=9.2", "pytest-xdist>=3.8", "setuptools>=65.5", "wheel>=0.48"],
         # Only scripts/benchmark.py's PyTorch comparisons (skipped without it);
         # a large wheel that neither training nor the tests need.
         "benchmark": ["torch>=2.13.0"],

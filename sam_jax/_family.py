@@ -13,6 +13,7 @@ collective over a vmap axis inside shard_map, and pooling with a mean over an
 axis needs none. The plain form is the grouped form with G = 1.
 """
 
+import functools
 from typing import Any, Callable, NamedTuple, Sequence, Union
 
 import jax
@@ -187,9 +188,27 @@ def plain_form(update_fn, grouped: bool):
 # --------------------------------------------------------------- tree math
 
 def tree_norm(tree) -> jnp.ndarray:
-    """Global L2 norm, accumulated in float32 (bf16 leaves do not overflow)."""
-    leaves = jax.tree_util.tree_leaves(tree)
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))
+    """Global L2 norm, accumulated in float32 (bf16 leaves are upcast).
+
+    The leaves are divided by a power of two near their largest |entry| before
+    squaring (exact: the result is the plain formula's wherever that neither
+    overflows nor underflows), so gradients beyond sqrt(float32 max) ~ 1.8e19,
+    or below ~1e-19, still have their true norm rather than inf or 0. An inf or
+    NaN entry still gives an inf or NaN norm.
+    """
+    leaves = [jnp.asarray(x, jnp.float32) for x in jax.tree_util.tree_leaves(tree)]
+    leaves = [x for x in leaves if x.size]
+    if not leaves:
+        return jnp.zeros([], jnp.float32)
+    largest = functools.reduce(jnp.maximum, [jnp.max(jnp.abs(x)) for x in leaves])
+    # 2^(e - 1) <= largest < 2^e. Clipped so that the scale and its inverse are
+    # normal floats (XLA:CPU flushes subnormals to zero), which still keeps the
+    # scaled squares in range for any float32 leaves.
+    exponent = jnp.clip(jnp.frexp(largest)[1] - 1, -100, 100)
+    exponent = jnp.where(jnp.isfinite(largest) & (largest > 0), exponent, 0)
+    inverse = jnp.ldexp(jnp.float32(1), -exponent)
+    return jnp.ldexp(jnp.sqrt(sum(jnp.sum(jnp.square(x * inverse)) for x in leaves)),
+                     exponent)
 
 
 def tree_vdot(a, b) -> jnp.ndarray:

@@ -89,7 +89,11 @@ def perturbation(grads, params, rho, *, adaptive: bool = False, eta: float = 0.0
     ball "linf": e = rho * sign(g) (the p = infinity ball of the paper's eq. 2).
     ball "random": e = rho * z / ||z||, z ~ N(0, I) from `key` (the paper's
            random-direction ablation).
-    `eps` keeps a zero gradient finite (e = 0 then). The division is in float32.
+    `eps` keeps a zero gradient finite (e = 0 then). The norm (_family.tree_norm)
+    and the division are in float32 whatever the gradients' dtype, so with
+    bfloat16 or float16 gradients the eps = 1e-12 guard is still representable
+    and meaningful (float16's smallest normal is 6e-5), and huge gradients
+    (beyond 1e19, e.g. of a loss scaled up) still give a perturbation of norm rho.
     """
     if ball == "random":
         keys = jax.random.split(key, len(jax.tree_util.tree_leaves(params)))

@@ -60,6 +60,21 @@ def read_only_manager(workdir: str) -> ocp.CheckpointManager:
         logging.set_verbosity(verbosity)
 
 
+@contextlib.contextmanager
+def saves_finished_on_error(manager: ocp.CheckpointManager):
+    """An exception from the block waits for the save in flight before it goes
+    on: a run started again in the same process (a notebook, a test) would
+    otherwise clean up the temporary directory that save is still writing."""
+    try:
+        yield
+    except BaseException:
+        try:
+            manager.wait_until_finished()
+        except Exception:  # the block's exception is the one to report
+            pass
+        raise
+
+
 def save(manager: ocp.CheckpointManager, state) -> None:
     step = int(jax.device_get(state.step))
     if step in manager.all_steps():

@@ -5,7 +5,9 @@ Every `python -m sam_jax.X` entry point runs through `run`:
   be loaded) prints `error: ...` on one line and exits with EXIT_BAD_INPUT;
 - `errors.BadInputError` raised by the command does the same;
 - whatever `main` returns is the exit code.
-Nothing here imports JAX, so `--help` and flag errors are instant.
+Nothing here imports JAX, so `--help` and flag errors are instant; before
+JAX starts, `cpu_devices.configure()` gives several virtual CPU devices the
+threads their collectives need.
 """
 
 import sys
@@ -14,6 +16,7 @@ from typing import Callable, Optional
 from absl import app
 from absl import flags
 
+from sam_jax import cpu_devices
 from sam_jax import errors
 
 
@@ -43,6 +46,7 @@ def parse_flags(argv: list[str], flag_values: Optional[flags.FlagValues] = None
 
 def run(main: Callable[[list[str]], Optional[int]]) -> None:
     """absl's app.run(main) with the conventions above."""
+    cpu_devices.configure()
 
     def guarded(argv):
         try:

@@ -33,6 +33,11 @@ def base_config() -> ml_collections.ConfigDict:
     # Model.
     config.model = ml_collections.ConfigDict()
     config.model.name = "wrn28_10"  # see sam_jax.models.MODELS
+    # Compute dtype of the model: "float32" or "bfloat16" (convolutions, dense
+    # layers and activations in bf16, about half the activation memory and
+    # faster on accelerators). Parameters, gradients, optimizer state,
+    # BatchNorm statistics, logits, the loss and SAM's norms stay float32.
+    config.dtype = "float32"
 
     # Finetuning (see sam_jax/pretrained.py): start from a pretrained checkpoint
     # instead of a random init; a run resuming from its own checkpoint does not
@@ -173,6 +178,20 @@ def base_config() -> ml_collections.ConfigDict:
     config.sharpness.m = 16
     config.sharpness.rho = 0.05
     config.sharpness.num_iterations = 20
+    # The edge of stability every `every_steps` steps (0: never), and at step
+    # 0: lambda_max of the training loss (BatchNorm in training mode over the
+    # fixed batch of the first `num_examples` training examples, the L2 term
+    # included) by `lambda_max_iterations` Lanczos steps warm-started from the
+    # last top eigenvector, beside 2 / lr and, for sam (l2 ball) and usam,
+    # their edges at the step's rho (SAM's at the batch's ||g||); with
+    # trace_probes >= 2, Hutchinson's trace and its standard error; with
+    # rank_examples > 0, the rank of the penultimate features of the first
+    # rank_examples training examples. Split "stability" of metrics.jsonl; see
+    # sam_jax.analysis.StabilityTracker.
+    config.sharpness.every_steps = 0
+    config.sharpness.lambda_max_iterations = 10
+    config.sharpness.trace_probes = 0
+    config.sharpness.rank_examples = 0
 
     # Faults: a non-finite loss or gradient stops the run (the last good
     # checkpoint is kept); True skips such steps instead (counted in metrics).

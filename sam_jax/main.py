@@ -93,6 +93,12 @@ def run() -> None:
     except preemption.Stopped as e:
         print(f"stopped: {e}; run the same command to resume", file=sys.stderr,
               flush=True)
+        if e.step is None:
+            # Stopped before the loop, maybe inside an import (TensorFlow,
+            # XLA) whose threads can crash the interpreter's teardown (seen
+            # as SIGSEGV in CI). Nothing is open for writing: leave at once.
+            sys.stdout.flush()
+            os._exit(e.exit_code)
         sys.exit(e.exit_code)
 
 

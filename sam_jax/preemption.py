@@ -12,6 +12,7 @@ before anything heavy starts.
 """
 
 import signal
+import sys
 
 from sam_jax.errors import EXIT_INTERRUPTED, EXIT_PREEMPTED  # noqa: F401  (re-exported)
 
@@ -47,9 +48,23 @@ class Interrupted(Stopped):
 _EXCEPTIONS = {signal.SIGTERM: Preempted, signal.SIGINT: Interrupted}
 
 
+# Signals the early handler raised for. Python ignores an exception raised
+# inside a finalizer or a weakref callback (it prints it and goes on), so the
+# signal is also recorded: the training loop stops on it before its first step.
+_PENDING: list = []
+
+
 def _raise_now(signum, frame):
     del frame
+    _PENDING.append(signum)
     raise _EXCEPTIONS[signum]()
+
+
+def _unraisable_hook(previous):
+    def hook(unraisable):
+        if not isinstance(unraisable.exc_value, Stopped):  # ours is in _PENDING
+            previous(unraisable)
+    return hook
 
 
 def install_early_handlers() -> None:
@@ -59,6 +74,7 @@ def install_early_handlers() -> None:
             signal.signal(signum, _raise_now)
         except ValueError:  # not the main thread: leave signals alone
             return
+    sys.unraisablehook = _unraisable_hook(sys.unraisablehook)
 
 
 class SigtermWatcher:
@@ -78,6 +94,8 @@ class SigtermWatcher:
         self._received[signum] = True
 
     def __enter__(self):
+        if _PENDING:  # a signal before the loop whose exception was swallowed
+            raise _EXCEPTIONS[_PENDING[0]]()
         for signum in _EXCEPTIONS:
             try:
                 self._previous[signum] = signal.signal(signum, self._handler)

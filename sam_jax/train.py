@@ -131,6 +131,22 @@ def sharpness_epoch(epoch: int, every_epochs: int) -> bool:
     return every_epochs > 0 and (epoch == 1 or epoch % every_epochs == 0)
 
 
+def stability_radius(config, step: int, total_steps: int,
+                     lr_fn) -> tuple[Optional[float], bool]:
+    """(rho at `step`, unnormalised) of the methods with a closed-form edge of
+    stability: SAM on the l2 ball with one ascent step (not ASAM), and USAM;
+    (None, False) for the others."""
+    c = config.sam
+    if config.method == "sam" and c.ball == "l2" and not c.adaptive and c.ascent_steps == 1:
+        rho, unnormalised = c.rho, False
+    elif config.method == "usam":
+        rho, unnormalised = config.usam.rho, True
+    else:
+        return None, False
+    factor = methods.rho_factor(config, total_steps, lr_fn)
+    return (rho * (1.0 if factor is None else float(factor(step)))), unnormalised
+
+
 def _report_train(state, done, lr_fn, progress, writer, is_main, total_steps,
                   steps_per_epoch, train_seconds: float):
     """Writes and prints the metrics summed since the last report; resets them."""
@@ -236,8 +252,14 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         raise BadInputError(f"batch_size={config.batch_size}: {e}") from None
     spec = inputs.spec
     total_steps = config.num_steps or config.num_epochs * steps_per_epoch
+    sharp = config.sharpness
+    for key, used in (("num_examples", sharp.every_steps or sharp.every_epochs),
+                      ("rank_examples", sharp.every_steps)):
+        if used and sharp[key] > inputs.num_train_examples:
+            raise BadInputError(f"sharpness.{key}={sharp[key]!r} is more than the "
+                                f"{inputs.num_train_examples} training examples")
 
-    model = get_model(config.model.name, spec.num_classes)
+    model = get_model(config.model.name, spec.num_classes, config.dtype)
     chain = training_chain(config, total_steps, steps_per_epoch)
     tx = chain.tx
     num_epochs = total_steps // steps_per_epoch
@@ -290,7 +312,9 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         if start_step == total_steps and os.path.exists(results_path):
             workdir_lib.warn(f"{results_path} is damaged; the run is evaluated again")
         # At the end, the final evaluation is made (and logged) again.
-        workdir_lib.trim_metrics(workdir, start_step,
+        # (From scratch, nothing of an earlier attempt stands: not even its
+        # step-0 records, which this run writes again.)
+        workdir_lib.trim_metrics(workdir, start_step if start_step else -1,
                                  final_evaluation=start_step == total_steps)
         if inputs.corrupted is not None:  # the noisy labels are part of the record
             noise_path = workdir_lib.path(workdir, workdir_lib.LABEL_NOISE_FILE)
@@ -353,7 +377,6 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
     def measure_sharpness(state, done):
         from sam_jax import analysis  # imported on use: most runs never need it
-        sharp = config.sharpness
         images, labels = inputs.training_examples(sharp.num_examples)
         metrics = analysis.sharpness_metrics(
             model, state, images, labels, num_examples=sharp.num_examples,
@@ -365,7 +388,34 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             print(f"sharpness step {done} epoch {done // steps_per_epoch}: " +
                   " ".join(f"{k} {v:.4g}" for k, v in metrics.items()), flush=True)
 
-    with preemption.SigtermWatcher() as sigterm:
+    tracker = None
+    if sharp.every_steps:
+        from sam_jax import analysis  # imported on use: most runs never need it
+        images, labels = inputs.training_examples(
+            max(sharp.num_examples, sharp.rank_examples))
+        tracker = analysis.StabilityTracker(
+            model, images[:sharp.num_examples], labels[:sharp.num_examples],
+            weight_decay=config.optimizer.weight_decay,
+            label_smoothing=config.label_smoothing,
+            freeze_batch_norm=config.freeze_batch_norm,
+            num_iterations=sharp.lambda_max_iterations, trace_probes=sharp.trace_probes,
+            rank_images=images[:sharp.rank_examples] if sharp.rank_examples else None,
+            seed=config.seed)
+
+    def measure_stability(state, done):
+        # The learning rate and rho of the step just taken (of the first, at 0).
+        last = max(done - 1, 0)
+        learning_rate = float(lr_fn(last))
+        rho, unnormalised = stability_radius(config, last, total_steps, lr_fn)
+        record = tracker(state, learning_rate, rho=rho, unnormalised=unnormalised)
+        writer.write(done, "stability", {**record, "epoch": done / steps_per_epoch})
+        if is_main:
+            print(f"stability step {done}: " +
+                  " ".join(f"{k} {v:.4g}" for k, v in record.items()), flush=True)
+
+    with preemption.SigtermWatcher() as sigterm, checkpoint.saves_finished_on_error(manager):
+        if tracker is not None and start_step == 0:
+            measure_stability(state, 0)
         stopwatch.start()
         for step, batch in zip(range(start_step, total_steps), train_batches):
             state = compiled_step(state, batch, base_key)
@@ -394,6 +444,11 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                 jax.block_until_ready(state)
                 stopwatch.pause()
                 measure_sharpness(state, done)
+                stopwatch.start()
+            if tracker is not None and done % sharp.every_steps == 0:
+                jax.block_until_ready(state)
+                stopwatch.pause()
+                measure_stability(state, done)
                 stopwatch.start()
             if done % config.checkpoint_every_steps == 0:
                 state = save_checkpoint(state)

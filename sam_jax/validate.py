@@ -6,7 +6,7 @@ import os
 from sam_jax import _sam
 from sam_jax import data
 from sam_jax.errors import BadInputError
-from sam_jax.models import MODELS
+from sam_jax.models import COMPUTE_DTYPES, MODELS
 
 BATCH_NORM_MODES = ("group", "device")
 RHO_SCHEDULES = ("constant", "lr")
@@ -33,6 +33,8 @@ def validate_config(config, num_devices: int) -> None:
     """Raises ConfigError naming the first bad value and what is allowed."""
     _check(config.model.name in MODELS,
            f"unknown model {config.model.name!r}; allowed: {_allowed(MODELS)}")
+    _check(config.dtype in COMPUTE_DTYPES,
+           f"unknown dtype {config.dtype!r}; allowed: {', '.join(COMPUTE_DTYPES)}")
     _check(config.dataset in data.DATASETS,
            f"unknown dataset {config.dataset!r}; allowed: {_allowed(data.DATASETS)}")
     spec = data.DATASETS[config.dataset]
@@ -94,6 +96,20 @@ def validate_config(config, num_devices: int) -> None:
     _check(not sharpness.every_epochs or spec.in_memory,
            f"sharpness.every_epochs: sharpness during training needs an in-memory "
            f"data set, not {config.dataset!r}")
+    _number(config, "sharpness.every_steps", 0, integer=True)
+    _number(config, "sharpness.lambda_max_iterations", 1, integer=True)
+    _number(config, "sharpness.trace_probes", 0, integer=True)
+    _number(config, "sharpness.rank_examples", 0, integer=True)
+    _check(sharpness.trace_probes != 1,
+           "sharpness.trace_probes=1 must be 0 (off) or >= 2 (the standard error "
+           "needs two probes)")
+    _check(not sharpness.every_steps or spec.in_memory,
+           f"sharpness.every_steps: sharpness during training needs an in-memory "
+           f"data set, not {config.dataset!r}")
+    for key in ("trace_probes", "rank_examples"):
+        _check(not sharpness[key] or sharpness.every_steps,
+               f"sharpness.{key}={sharpness[key]!r} is measured every "
+               "sharpness.every_steps steps: set sharpness.every_steps > 0")
     per_device_batch = config.batch_size // num_devices
     m = config.sam.examples_per_perturbation
     _check(m is None or per_device_batch % m == 0,

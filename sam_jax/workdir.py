@@ -40,6 +40,10 @@ CONFIG_FILE = "config.json"  # the config the run was started with
 METRICS_FILE = "metrics.jsonl"  # one JSON object per line: {"step", "split", ...}
 RESULTS_FILE = "results.json"  # final metrics; its presence means "finished"
 CHECKPOINT_DIR = "checkpoints"  # orbax, one directory per saved step
+# The config the checkpoints were written under, kept apart from config.json
+# (which a corrected command may replace) and outside CHECKPOINT_DIR, which
+# holds orbax's step directories only.
+CHECKPOINT_CONFIG_FILE = "checkpoints_config.json"
 CORRUPT_CHECKPOINT_DIR = "checkpoints_corrupt"  # unreadable ones, moved aside
 TENSORBOARD_DIR = "tensorboard"
 LABEL_NOISE_FILE = "label_noise.npz"  # which labels the noise changed
@@ -52,7 +56,7 @@ STATUS_FILE = "status.json"  # launcher's record: state, exit code, command
 LAUNCH_LOG_FILE = "launch.log"  # the run's stdout and stderr under `launch`
 
 # Everything above: what --overwrite may remove (and their temporary files).
-OWN_FILES = (CONFIG_FILE, METRICS_FILE, RESULTS_FILE, CHECKPOINT_DIR,
+OWN_FILES = (CONFIG_FILE, METRICS_FILE, RESULTS_FILE, CHECKPOINT_DIR, CHECKPOINT_CONFIG_FILE,
              CORRUPT_CHECKPOINT_DIR, TENSORBOARD_DIR, LABEL_NOISE_FILE, ANALYSIS_FILE,
              *ANALYSIS_PLOTS, STATUS_FILE, LAUNCH_LOG_FILE)
 # Keys every sam_jax config has (config_schema.base_config): a config.json
@@ -250,12 +254,11 @@ def remove_run(workdir: str) -> None:
 
 
 def write_config(config, workdir: str) -> None:
-    """config.json, and a copy beside the checkpoints: if config.json is lost,
-    a checkpoint can still say which config's run it belongs to."""
+    """config.json, and a copy for the checkpoints: if config.json is lost,
+    the checkpoints can still say which config's run they belong to."""
     text = config.to_json_best_effort(indent=2)
     write_text_atomic(path(workdir, CONFIG_FILE), text)
-    os.makedirs(path(workdir, CHECKPOINT_DIR), exist_ok=True)
-    write_text_atomic(os.path.join(path(workdir, CHECKPOINT_DIR), CONFIG_FILE), text)
+    write_text_atomic(path(workdir, CHECKPOINT_CONFIG_FILE), text)
 
 
 def checkpoints_config_differences(config, workdir: str) -> list[str]:
@@ -263,7 +266,7 @@ def checkpoints_config_differences(config, workdir: str) -> list[str]:
     from `config` ("model.name 'wrn10_1' -> 'wrn10_2'"); [] if unknown."""
     from sam_jax.config_schema import base_config  # ml_collections: only here
 
-    old = read_json(os.path.join(path(workdir, CHECKPOINT_DIR), CONFIG_FILE))
+    old = read_json(path(workdir, CHECKPOINT_CONFIG_FILE))
     if not is_sam_jax_config(old):
         return []
     return _differences(old, config_as_dict(config), config_as_dict(base_config()))

@@ -2,8 +2,8 @@
 
     python scripts/update_readme.py
 
-Replaces, in README.md and the READMEs of experiments/cpu_scale and
-experiments/benchmarks, the text between
+Replaces, in README.md and the READMEs of experiments/cpu_scale,
+experiments/benchmarks and experiments/sam_behaviour, the text between
 `<!-- include: PATH -->` and `<!-- end include -->` with the current content
 of PATH (relative to the repository root).
 """
@@ -25,7 +25,8 @@ def inline(text: str, root: str) -> str:
 
 
 READMES = ("README.md", "experiments/cpu_scale/README.md",
-           "experiments/benchmarks/README.md")
+           "experiments/review_comparison/README.md",
+           "experiments/benchmarks/README.md", "experiments/sam_behaviour/README.md")
 
 
 def main():

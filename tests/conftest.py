@@ -1,12 +1,28 @@
 """Test set-up: 8 virtual CPU devices, set before JAX starts; fixtures that
 several test files share (plain helper functions are in helpers.py)."""
 
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The 8 devices' collectives need 16 XLA threads (sam_jax/cpu_devices.py);
+# subprocesses inherit the setting.
+from sam_jax import cpu_devices  # noqa: E402  (does not import JAX)
+cpu_devices.configure()
+
+# One persistent XLA compilation cache for the session, which the subprocesses
+# inherit: the many CLI runs of the same tiny configs (fault, signal and
+# resume tests) compile once. A fresh directory: nothing from an earlier
+# session or another JAX version is trusted.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(
+        prefix="sam_jax_tests_xla_cache_")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Child processes (`python -m sam_jax.main`, scripts) import this checkout
@@ -24,6 +40,21 @@ from helpers import tiny_tf_variables  # noqa: E402
 from helpers import write_tf_checkpoint  # noqa: E402
 
 _FAULT_ROWS = []
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: a costlier repeat of a path the suite covers; skipped "
+        "unless SAM_JAX_SLOW_TESTS=1 (the suite stays under 20 minutes on 2 cores)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("SAM_JAX_SLOW_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: SAM_JAX_SLOW_TESTS=1 runs it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture

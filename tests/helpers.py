@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.flatten_util import ravel_pytree
 from sklearn.datasets import load_digits
 import tensorflow as tf
@@ -266,3 +267,27 @@ def write(path, content):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         f.write(content if isinstance(content, str) else json.dumps(content))
+
+
+def load_any_table(name: str):
+    """reproduce.load_table(name); the comparison's condition tables, whose
+    picks.json the grid's runs write, get each method's first grid value when
+    it is not there yet (their runs then validate all the same)."""
+    from sam_jax import reproduce
+    from sam_jax.errors import BadInputError
+    try:
+        return reproduce.load_table(name)
+    except BadInputError as e:
+        if not name.startswith("review_comparison.") or "picks.json" not in str(e):
+            raise
+    from experiments.review_comparison import comparison, methods
+    return comparison.get_condition_table(
+        name.split(".")[1], picks={m.key: m.grid[0] for m in methods.METHODS})
+
+
+def slow_except(values, fast) -> list:
+    """pytest parameters: `values`, those not in `fast` marked slow (run with
+    SAM_JAX_SLOW_TESTS=1; conftest.py). The fast ones cover the code path; the
+    slow ones repeat it on costlier models."""
+    return [value if value in fast else pytest.param(value, marks=pytest.mark.slow)
+            for value in values]

@@ -63,6 +63,18 @@ def jax_grad_fn(x, y):
     return lambda p: jax.grad(jax_loss)(p, x, y)
 
 
+def run_updates(tx, params, x, y, steps=1):
+    """`steps` updates of `tx` at the same params (the transform's own state
+    advances): ([each update's output], the final state)."""
+    grad_fn = jax_grad_fn(x, y)
+    state = tx.init(params)
+    outs = []
+    for _ in range(steps):
+        out, state = tx.update(grad_fn(params), state, params, grad_fn=grad_fn)
+        outs.append(out)
+    return outs, state
+
+
 def assert_close(a, b, rtol=1e-5, atol=1e-6):
     for k in b:
         np.testing.assert_allclose(np.asarray(a[k], np.float64), b[k], rtol=rtol,

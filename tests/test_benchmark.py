@@ -26,15 +26,19 @@ def user_environment() -> dict:
 
 
 def test_quick_benchmark_reports_every_case(tmp_path):
+    """The default cases, and the methods case (one process: one start-up and
+    one compile of the SAM and SGD steps they share)."""
     json_out = tmp_path / "results.json"
     md_out = tmp_path / "results.md"
     subprocess.run([sys.executable, SCRIPT, "--quick", "--repeats=1",
+                    f"--cases={','.join(CASES)},methods",
+                    "--methods=sam,looksam,entropy_sgd",
                     f"--json_out={json_out}", f"--md_out={md_out}"],
-                   check=True, env=user_environment(), cwd=REPO, timeout=600)
+                   check=True, env=user_environment(), cwd=REPO, timeout=900)
     report = json.loads(json_out.read_text())
 
-    assert set(CASES) == set(report["settings"]["cases"])
-    rows = report["cases"]
+    assert set(CASES) | {"methods"} == set(report["settings"]["cases"])
+    rows = [row for row in report["cases"] if row["case"] != "methods"]
     assert {row["case"] for row in rows} == set(CASES)
     torch_present = importlib.util.find_spec("torch") is not None
     for row in rows:
@@ -52,7 +56,56 @@ def test_quick_benchmark_reports_every_case(tmp_path):
         for summary in by_name.values():
             assert len(summary["seconds"]) == 1 and summary["all_steps_finite"]
     assert report["versions"]["jax"] and report["machine"]["nproc"] >= 1
-    assert "| case |" in md_out.read_text()
+    text = md_out.read_text()
+    assert "| case |" in text
+
+    # The methods case: each method's declared cost beside its measured time,
+    # with SGD (not asked for) timed as the denominator. The papers' costs with
+    # the default sub-configs: SAM two passes, LookSAM's full step every k = 5
+    # steps, Entropy-SGD's L = 5 Langevin gradients.
+    methods = {row["method"]: row for row in report["cases"] if row["case"] == "methods"}
+    assert {name: row["gradient_evaluations"] for name, row in methods.items()} == {
+        "sam": "2", "looksam": "1 + 1/5", "entropy_sgd": "5"}
+    assert all(row["ratio"] > 0 for row in methods.values())
+    assert "## Per-method step cost" in text and "Foret et al., ICLR 2021" in text
+
+
+@pytest.mark.slow  # issue 18's cases; the default cases' smoke test above runs the harness
+def test_quick_bf16_utilization_and_accumulation_cases(tmp_path):
+    """The non-default cases of issue 18, with every step in bf16 (so the bf16
+    case builds the float32 steps beside them)."""
+    json_out = tmp_path / "results.json"
+    subprocess.run([sys.executable, SCRIPT, "--quick", "--repeats=1", "--warmup=0",
+                    "--cases=bf16,utilization,grad_accum", "--dtype=bfloat16",
+                    "--peak_flops=1e12", f"--json_out={json_out}"],
+                   check=True, env=user_environment(), cwd=REPO, timeout=900)
+    report = json.loads(json_out.read_text())
+    assert report["settings"]["dtype"] == "bfloat16"
+    rows = {}
+    for row in report["cases"]:
+        rows.setdefault(row["case"], []).append(row)
+        assert isinstance(row["ratio"], float) and row["ratio"] > 0, row
+        assert row["target"] is None and row["passed"] is None
+    assert [r["measure"] for r in rows["bf16"]] == [
+        "SAM step s, bfloat16 / float32", "SAM peak bytes, bfloat16 / float32",
+        "SAM step s / SGD step s, float32", "SAM step s / SGD step s, bfloat16"]
+    bf16_memory = rows["bf16"][1]
+    assert bf16_memory["numerator"] == bf16_memory["bfloat16"]["peak"] > 0
+    # FLOP/s = XLA's count of the step's FLOPs / its median time.
+    for row, dtype in zip(rows["utilization"], ("float32", "bfloat16")):
+        assert dtype in row["measure"] and row["denominator"] == 1e12
+        assert row["step_flops"] > 0
+        assert row["numerator"] == pytest.approx(row["step_flops"] / row["median_s"])
+    # Per-device batch 16 (one CPU device): m = 4 for every K.
+    assert [r["measure"] for r in rows["grad_accum"]] == [
+        "SAM peak bytes, grad_accum_steps 2 / 1 (m = 4)",
+        "SAM step s, grad_accum_steps 2 / 1 (m = 4)",
+        "SAM peak bytes, grad_accum_steps 4 / 1 (m = 4)",
+        "SAM step s, grad_accum_steps 4 / 1 (m = 4)"]
+    timed = report["timings"]["wrn10_1 batch 16"]
+    assert {"sam", "sgd", "sam_float32", "sgd_float32", "sam_accum1", "sam_accum2",
+            "sam_accum4"} == set(timed)
+    assert all(summary["all_steps_finite"] for summary in timed.values())
 
 
 @pytest.mark.parametrize("args,message", [
@@ -60,6 +113,8 @@ def test_quick_benchmark_reports_every_case(tmp_path):
     (["--large=wrn10_1:0"], "must be a positive multiple of the device count"),
     (["--main=wrn10_1:12", "--cases=m_sharpness"], "must be a multiple of 8"),
     (["--main=resnet8:16", "--cases=sam_vs_torch"], "sam_vs_torch needs a WideResNet"),
+    (["--main=wrn10_1:6", "--cases=grad_accum"], "must be a multiple of 4"),
+    (["--peak_flops=0"], "--peak_flops=0.0 must be > 0"),
 ])
 def test_bad_setup_exits_2_with_one_line_before_any_work(tmp_path, args, message):
     json_out = tmp_path / "results.json"

@@ -17,8 +17,10 @@ import pytest
 import tensorflow_datasets as tfds
 
 from helpers import REPO
+from helpers import load_any_table
 from helpers import load_config
 from helpers import load_module
+from helpers import slow_except
 from sam_jax import data
 from sam_jax import parallel
 from sam_jax import reproduce
@@ -107,7 +109,7 @@ def run_config(run):
 
 @pytest.mark.parametrize("table", reproduce.TABLES)
 def test_every_table_run_config_builds_and_validates(table, tmp_path):
-    runs = reproduce.load_table(table).runs()
+    runs = load_any_table(table).runs()
     assert runs
     fake_checkpoint = tmp_path / "pretrained.msgpack"
     fake_checkpoint.write_bytes(b"")
@@ -199,7 +201,8 @@ def quick_variables(model, image_shape, seed=0):
     return variables["params"], variables.get("batch_stats", {})
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+# wrn in the suite; each family's small model steps in test_models.py too.
+@pytest.mark.parametrize("family", slow_except(FAMILIES, ("wrn",)))
 def test_one_sam_step_of_each_model_family(family):
     config_and_arg, small_model = FAMILIES[family]
     config = load_config(config_and_arg)

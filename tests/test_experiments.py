@@ -1,9 +1,15 @@
 """The declarations in experiments/: paper numbers typed from PAPER.md, unique
-run names, and run configs that accept their ARG and overrides."""
+run names, run configs that accept their ARG and overrides, and the
+sam_behaviour studies' cells and plots on fake records."""
 
+import json
 import os
 
+import numpy as np
+import pytest
+
 from helpers import REPO
+from helpers import load_any_table
 from helpers import load_config
 from sam_jax.reproduce import __main__ as cli
 
@@ -50,18 +56,18 @@ def test_paper_numbers_spot_checks():
 
 
 def test_run_names_are_unique_across_tables():
-    from sam_jax.reproduce import TABLES, load_table
+    from sam_jax.reproduce import TABLES
     names = {}
     for table in TABLES:
-        for run in load_table(table).runs():
+        for run in load_any_table(table).runs():
             assert names.setdefault(run.name, run) == run, run.name
 
 
 def test_run_configs_accept_their_arg_and_overrides():
     """Every run's ARG and override keys exist in its config file (files that
     are not written yet are skipped)."""
-    from sam_jax.reproduce import TABLES, load_table
-    runs = {run.name: run for table in TABLES for run in load_table(table).runs()}
+    from sam_jax.reproduce import TABLES
+    runs = {run.name: run for table in TABLES for run in load_any_table(table).runs()}
     runs.update({run.name: run for run in
                  cli.reproduce.load_sweep("experiments/sweeps/rho_search.py").runs()})
     paths = set()
@@ -162,3 +168,101 @@ def test_sgd_best_of_cells_hold_the_1x_and_2x_runs_and_the_papers_number():
                     assert training_length(flat_config(fast)) == training_length(
                         flat_config(slow))
                     assert flat_config(slow)["sam.rho"] == 0.0
+
+
+# ------------------------------------------------------------ sam_behaviour
+
+def fake_stability_run(workdir, records, steps):
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+        for record in records:
+            f.write(json.dumps({"split": "stability", **record}) + "\n")
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+        json.dump({"test_error": 0.2, "steps": steps}, f)
+
+
+def test_sam_behaviour_studies_read_their_records_and_plot(tmp_path):
+    """The studies' runs are the protocol's (full batch: batch = subset, plain
+    GD), their cells read the trainer's stability records, the plots draw."""
+    from sam_jax.reproduce import collect
+    from sam_jax.reproduce import load_table
+    table = load_table("sam_behaviour.edge_of_stability")
+    root = str(tmp_path)
+    for run in table.runs():
+        config = dict(run.overrides)
+        assert config["batch_size"] == config["train_subset"] == config[
+            "sharpness.num_examples"]
+        assert config["optimizer.momentum"] == 0.0 and config["optimizer.schedule"] == (
+            "constant") and config["optimizer.grad_clip_norm"] == 0.0
+        sam = "sam.rho" in config
+        records = [{"step": step, "lambda_max": 10.0 + step, "two_over_lr": 20.0,
+                    "loss": 1.0 / (1 + step), "grad_norm": 1.0,
+                    **({"sam_edge": 10.0} if sam else {})}
+                   for step in range(0, 121, 5)]
+        fake_stability_run(run.workdir(root), records, 120)
+    cells, _ = collect.collect_table(table, root)
+    values = {(c.cell.row, c.cell.column): c.mean for c in cells}
+    late = np.mean([10.0 + step for step in range(90, 121, 5)])
+    assert values[("sgd", "lmax")] == pytest.approx(late)
+    assert values[("sgd", "edge")] == 20.0 and values[("sam0.05", "edge")] == 10.0
+    assert values[("sam0.2", "ratio")] == pytest.approx(late / 10.0)
+    assert values[("sgd", "lmax_max")] == 130.0 and values[("sgd", "error")] == 20.0
+    collect.plot(table, cells, str(tmp_path / "eos.png"))
+    assert os.path.getsize(tmp_path / "eos.png") > 10_000
+    verdicts = table.summary(table, cells)
+    ratio = np.mean([(10.0 + step) / 10.0 for step in range(90, 121, 5)])
+    assert (f"- SAM rho 0.05: lambda_max / edge {ratio:.2f} (min 10.00, max 13.00, 7 "
+            "records of steps 90-120): not at its edge; lambda_max 115 not below "
+            "2 / lr = 20.") in verdicts
+    assert "(does not fall as rho grows)" in verdicts
+
+    table = load_table("sam_behaviour.trace_and_lambda_max")
+    for run in table.runs():
+        every = dict(run.overrides)["sharpness.every_steps"]
+        fake_stability_run(run.workdir(root), [
+            {"step": step, "lambda_max": 5.0, "trace": 50.0 + step, "two_over_lr": 20.0}
+            for step in range(0, 161, every)], 160)
+    cells, _ = collect.collect_table(table, root)
+    values = {(c.cell.row, c.cell.column): c.mean for c in cells}
+    assert values[("epoch4", "m16_trace")] == 50.0 + 64
+    assert values[("error", "m4_lmax")] == 20.0 and ("error", "m4_trace") not in values
+    collect.plot(table, cells, str(tmp_path / "trace.png"))
+    assert os.path.getsize(tmp_path / "trace.png") > 10_000
+    assert table.summary(table, cells).startswith(
+        "At epoch 10, SAM against SGD (relative drop; negative: higher than SGD): "
+        "m=4: lambda_max +0%, trace +0%;")
+
+
+def test_sam_behaviour_rank_and_m_verdicts(tmp_path):
+    """Studies 6 and 7: the verdicts by their fixed criteria, and the plots."""
+    from sam_jax.reproduce import collect
+    from sam_jax.reproduce import load_table
+    root = str(tmp_path)
+    table = load_table("sam_behaviour.rho_feature_rank")
+    for run in table.runs():
+        rho = dict(run.overrides).get("sam.rho", 0.0)
+        fake_stability_run(run.workdir(root), [
+            {"step": 0, "lambda_max": 5.0, "feature_rank": 10},
+            {"step": 160, "lambda_max": 5.0, "feature_rank": 30 - 10 * rho + run.seed}],
+            160)
+    cells, _ = collect.collect_table(table, root)
+    verdict = table.summary(table, cells)
+    assert verdict.startswith("Mean feature rank at the end along rho 0: 30.5, 0.02: 30.3,")
+    assert verdict.endswith("below it): held; non-increasing in rho: yes.")
+    collect.plot(table, cells, str(tmp_path / "rank.png"))
+    assert os.path.getsize(tmp_path / "rank.png") > 10_000
+
+    table = load_table("sam_behaviour.m_sweep")
+    errors = {"sgd": 0.20, "1": 0.18, "4": 0.185, "16": 0.19, "64": 0.195, "256": 0.20}
+    for run in table.runs():
+        m = str(dict(run.overrides).get("sam.examples_per_perturbation", "sgd"))
+        write_results = {"test_error": errors[m] + 0.001 * run.seed, "steps": 160}
+        os.makedirs(run.workdir(root), exist_ok=True)
+        with open(os.path.join(run.workdir(root), "results.json"), "w") as f:
+            json.dump(write_results, f)
+    cells, _ = collect.collect_table(table, root)
+    assert table.summary(table, cells) == (
+        "Test error at m = 1 minus m = 256: -2.00 points (stds 0.10 and 0.10); lowest "
+        "mean error at m = 1. Smaller m is better: held.")
+    collect.plot(table, cells, str(tmp_path / "m.png"))
+    assert os.path.getsize(tmp_path / "m.png") > 10_000

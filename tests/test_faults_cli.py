@@ -8,8 +8,11 @@ preemption, a reused directory or a typo can leave, and judges the outcome:
 - bad: anything else (data lost, a dead end, nonsense accepted, a misleading
   exit code).
 
-The suite asserts every case is good. Run as a script, it tries them all and
-writes the table with the counts:
+The suite asserts every case is good, except slow ones whose ground other
+tests cover too (in_suite=False, marked slow: test_main's signals and corrupt checkpoints,
+test_workdir's lock, --overwrite and torn metrics line, test_validate's
+messages). Run as a script, it tries them all and writes the table with the
+counts:
 
     python tests/test_faults_cli.py --out=experiments/faults_cli.md
 """
@@ -161,14 +164,15 @@ class Case(NamedTuple):
     klass: str
     name: str
     run: Callable[[str], tuple[str, str]]
+    in_suite: bool = True  # False: the script's table only (see above)
 
 
 CASES: list[Case] = []
 
 
-def case(klass, name):
+def case(klass, name, in_suite=True):
     def register(fn):
-        CASES.append(Case(klass, name, fn))
+        CASES.append(Case(klass, name, fn, in_suite))
         return fn
     return register
 
@@ -193,7 +197,7 @@ def _(tmp):
                  state_ok=listing(workdir) == before, state="nothing touched")
 
 
-@case("1 overwrite", "--overwrite of our run beside a user's notes.txt")
+@case("1 overwrite", "--overwrite of our run beside a user's notes.txt", in_suite=False)
 def _(tmp):
     workdir = finished_run(tmp)
     with open(os.path.join(workdir, "notes.txt"), "w") as f:
@@ -206,7 +210,8 @@ def _(tmp):
 
 # 2. every state a crash can leave resumes with the same command
 
-@case("2 resumable", "truncated last line of metrics.jsonl (killed mid-write)")
+@case("2 resumable", "truncated last line of metrics.jsonl (killed mid-write)",
+      in_suite=False)
 def _(tmp):
     workdir = finished_run(tmp)
     # A run killed after its checkpoint at 10, in the middle of a metrics line.
@@ -290,7 +295,7 @@ def _(tmp):
 
 # 3. one run per workdir
 
-@case("3 one run", "two runs started at once on one workdir")
+@case("3 one run", "two runs started at once on one workdir", in_suite=False)
 def _(tmp):
     workdir = os.path.join(tmp, "run")
     first = subprocess.Popen(main_argv(workdir), cwd=REPO, env=environment(tmp),
@@ -343,12 +348,13 @@ def _signal_after(tmp, sig, seconds=None, line=None):
 @case("4 signals", "SIGTERM 4 s after launch (imports, data loading)")
 def _(tmp):
     workdir, out = _signal_after(tmp, signal.SIGTERM, seconds=4)
-    return judge(out, EXIT_PREEMPTED, message="preempted (SIGTERM)",
-                 state_ok=not os.path.exists(os.path.join(workdir, "checkpoints")),
-                 state="nothing to save yet")
+    checkpoints = os.path.join(workdir, "checkpoints")
+    saved = os.path.isdir(checkpoints) and os.listdir(checkpoints)
+    return judge(out, EXIT_PREEMPTED, message="preempted (SIGTERM): nothing to save yet",
+                 state_ok=not saved, state="nothing to save yet")
 
 
-@case("4 signals", "SIGTERM while compiling (after 'starting step 0')")
+@case("4 signals", "SIGTERM while compiling (after 'starting step 0')", in_suite=False)
 def _(tmp):
     workdir, out = _signal_after(tmp, signal.SIGTERM, line="starting step 0")
     again = run(main_argv(workdir), tmp)
@@ -377,6 +383,7 @@ def _bad_value(tmp, override, message):
                  state_ok=not os.path.exists(workdir), state="workdir not created")
 
 
+_SUITE_OVERRIDES = ("--config.sam.rho=inf", "--config.method=adam")
 for _override, _message in [
         ("--config.sharpness.num_iterations=3", "sharpness.num_iterations=3 must be"),
         ("--config.sam.rho=inf", "sam.rho=inf must be a finite number"),
@@ -387,11 +394,12 @@ for _override, _message in [
         ("--config.sam.examples_per_perturbation=0", "examples_per_perturbation=0"),
         ("--config.randaugment.magnitude=-3", "randaugment.magnitude=-3 must be"),
         ("--config.method=adam", "unknown method 'adam'")]:
-    case("5 values", f"`{_override}`")(
+    # In the suite: two of them (test_validate checks every message in-process).
+    case("5 values", f"`{_override}`", in_suite=_override in _SUITE_OVERRIDES)(
         lambda tmp, o=_override, m=_message: _bad_value(tmp, o, m))
 
 
-@case("5 values", "a batch larger than the data set, then the corrected command")
+@case("5 values", "a batch larger than the data set, then the corrected command", in_suite=False)
 def _(tmp):
     workdir = os.path.join(tmp, "run")
     out = run(main_argv(workdir, "--config.batch_size=4096",
@@ -536,7 +544,7 @@ def _(tmp):
     return judge(out, EXIT_BAD_INPUT, message="cannot be read")
 
 
-@case("6 CLI", "resume with the latest checkpoint's arrays damaged")
+@case("6 CLI", "resume with the latest checkpoint's arrays damaged", in_suite=False)
 def _(tmp):
     workdir = finished_run(tmp)
     os.remove(os.path.join(workdir, "results.json"))
@@ -552,7 +560,10 @@ def _(tmp):
 
 # ------------------------------------------------------------------ running
 
-@pytest.mark.parametrize("fault", CASES, ids=[c.name for c in CASES])
+# The script-only cases are the suite's slow ones too (SAM_JAX_SLOW_TESTS=1).
+@pytest.mark.parametrize("fault", [
+    c if c.in_suite else pytest.param(c, marks=pytest.mark.slow) for c in CASES],
+    ids=[c.name for c in CASES])
 def test_fault(fault, tmp_path, fault_table):
     verdict, what = fault.run(str(tmp_path))
     if verdict == "skipped":

@@ -20,14 +20,7 @@ def numpy_gsam(params, x, y, rho, alpha, eps=1e-12):
     return logreg.add(g_p, g_perp, -alpha)
 
 
-def run(tx, params, x, y, steps=1):
-    grad_fn = logreg.jax_grad_fn(x, y)
-    state = tx.init(params)
-    outs = []
-    for _ in range(steps):
-        out, state = tx.update(grad_fn(params), state, params, grad_fn=grad_fn)
-        outs.append(out)
-    return outs, state
+run = logreg.run_updates
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 1.0])

@@ -7,7 +7,7 @@ restarted run with an uninterrupted one: final parameters bitwise equal, same
 metrics. With SAM_JAX_FAULT_TABLE=PATH, the rows recorded here become the
 README's fault table:
 
-    SAM_JAX_FAULT_TABLE=experiments/faults.md python -m pytest -q tests
+    SAM_JAX_FAULT_TABLE=experiments/faults.md python -m pytest -q -n 0 tests
 """
 
 import json

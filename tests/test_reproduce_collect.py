@@ -133,6 +133,37 @@ def test_collect_reads_sharpness_logged_during_training(tmp_path):
         registry.sharpness_metric(1, "lambda_min")
 
 
+def test_stability_metrics_read_the_every_steps_records(tmp_path):
+    workdir = str(tmp_path / "run")
+    lines = [{"step": 0, "split": "stability", "lambda_max": 5.0, "two_over_lr": 20.0},
+             {"step": 10, "split": "train", "loss": 2.0},
+             {"step": 40, "split": "stability", "lambda_max": 30.0,
+              "two_over_lr": 20.0, "sam_edge": 12.0, "trace": 100.0},
+             {"step": 80, "split": "stability", "lambda_max": 10.0,
+              "two_over_lr": 20.0, "sam_edge": 8.0, "trace": 60.0},
+             {"step": 100, "split": "stability", "lambda_max": 9.0,
+              "two_over_lr": 20.0, "sam_edge": 9.0, "trace": 50.0}]
+    write(f"{workdir}/metrics.jsonl", "".join(json.dumps(l) + "\n" for l in lines))
+    outputs = collect.read_outputs(workdir)
+    assert [r["step"] for r in outputs["stability"]] == [0, 40, 80, 100]
+
+    def value(quantity, when, outputs=outputs):
+        return registry.stability_metric(quantity, when)(outputs)
+    assert value("lambda_max", "last") == 9.0 and value("lambda_max", "first") == 5.0
+    assert value("lambda_max", "max") == 30.0 and value("lambda_max", "step40") == 30.0
+    assert value("lambda_max", "late") == pytest.approx(9.5)  # steps 80 and 100
+    assert value("edge", "first") == 20.0  # no SAM edge there: 2 / lr
+    assert value("edge_ratio", "late") == pytest.approx((10 / 8 + 1) / 2)
+    assert value("trace", "first") == 100.0  # the first record that has one
+    assert value("feature_rank", "last") is None and value("lambda_max", "step7") is None
+    # "late": the last quarter of the run's steps (results.json), when known.
+    assert value("lambda_max", "late", {**outputs, "results": {"steps": 200}}) is None
+    assert registry.Cell("r", "c", None, metric="stability:trace:late").metric_fn()(
+        outputs) == pytest.approx(55.0)
+    with pytest.raises(ValueError, match="unknown stability time 'end'"):
+        registry.stability_metric("lambda_max", "end")
+
+
 def test_sharpness_logged_during_training_wins_over_a_later_analysis(tmp_path):
     # Both describe epoch 300; the log's subset is the one of epochs 1 and 50.
     outputs = {"results": {"steps": 600, "epochs": 300},

@@ -148,6 +148,7 @@ def test_tpu_command():
 FAKE_PYTHON = """#!/bin/bash
 # Stand-in for python: exit code from the workdir's name; writes results on 0.
 for arg in "$@"; do case $arg in --workdir=*) workdir=${arg#--workdir=};; esac; done
+echo "compilation cache: $JAX_COMPILATION_CACHE_DIR"
 case $workdir in
   *fail*) echo "error: bad"; exit 3;;
   *preempt*) mkdir -p "$workdir/checkpoints"; exit 75;;
@@ -156,7 +157,8 @@ echo '{"test_error": 0.1}' > "$workdir/results.json"
 """
 
 
-def test_local_launcher_records_failures_and_continues(tmp_path):
+def test_local_launcher_records_failures_and_continues(tmp_path, monkeypatch):
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)  # conftest's
     python = tmp_path / "python"
     python.write_text(FAKE_PYTHON)
     os.chmod(python, 0o755)
@@ -169,6 +171,9 @@ def test_local_launcher_records_failures_and_continues(tmp_path):
     failed = json.loads(open(f"{runs[0].workdir(root)}/status.json").read())
     assert (failed["state"], failed["exit_code"]) == ("failed", 3)
     assert "error: bad" in open(f"{runs[0].workdir(root)}/launch.log").read()
+    # The runs share JAX's persistent compilation cache under the root.
+    assert (f"compilation cache: {root}/.jax_compilation_cache" in
+            open(f"{runs[2].workdir(root)}/launch.log").read())
     statuses = {s.name: s.status for s in collect.collect_table(
         registry.Table("t", "t", (("r", "r"),), (("c", "c"),),
                        (registry.Cell("r", "c", None, tuple(runs)),)),

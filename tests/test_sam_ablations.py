@@ -15,14 +15,7 @@ import sam_jax
 from sam_jax import _sam
 
 
-def one_update(tx, params, x, y, steps=1):
-    grad_fn = logreg.jax_grad_fn(x, y)
-    state = tx.init(params)
-    outs = []
-    for _ in range(steps):
-        out, state = tx.update(grad_fn(params), state, params, grad_fn=grad_fn)
-        outs.append(out)
-    return outs, state
+one_update = logreg.run_updates
 
 
 def numpy_multistep_sam(params, x, y, rho, n):

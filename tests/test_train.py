@@ -238,6 +238,59 @@ def test_sharpness_is_logged_during_training(tmp_path):
         assert r["m_sharpness"] >= 0
 
 
+def stability_rows(workdir):
+    return [row for row in map(json.loads, open(os.path.join(workdir, "metrics.jsonl")))
+            if row["split"] == "stability"]
+
+
+def test_the_edge_of_stability_is_logged_every_n_steps_once(tmp_path, monkeypatch):
+    config = tiny_digits_config(num_steps=10, checkpoint_every_steps=5)
+    config.sam.rho = 0.1
+    config.sharpness.update(every_steps=4, num_examples=32, lambda_max_iterations=3,
+                            trace_probes=2, rank_examples=40)
+    with monkeypatch.context() as patch:  # stopped after step 6 (checkpoint: 5)
+        interrupt_after(6, patch)
+        with pytest.raises(Interrupted):
+            train.train_and_evaluate(config, str(tmp_path))
+    assert [r["step"] for r in stability_rows(tmp_path)] == [0, 4]
+    train.train_and_evaluate(config, str(tmp_path))
+    rows = stability_rows(tmp_path)
+    # At the start and after every 4th step (20 steps make an epoch), once.
+    assert [r["step"] for r in rows] == [0, 4, 8]
+    assert [r["epoch"] for r in rows] == [0.0, 0.2, 0.4]
+    schedule = train.optimizers.learning_rate_schedule(config, 10, 20)
+    for r in rows:
+        assert r["learning_rate"] == pytest.approx(float(schedule(max(r["step"] - 1, 0))))
+        assert r["two_over_lr"] == pytest.approx(2 / r["learning_rate"])
+        assert r["lambda_max"] > 0 and r["ratio"] == pytest.approx(
+            r["lambda_max"] / r["two_over_lr"])
+        # SAM's edge at the fixed batch's ||g||, the closed form.
+        g, lr, rho = r["grad_norm"], r["learning_rate"], r["rho"]
+        assert rho == 0.1
+        assert r["sam_edge"] == pytest.approx(
+            g / (2 * rho) * (np.sqrt(1 + 8 * rho / (lr * g)) - 1), rel=1e-9)
+        assert r["sam_edge"] < r["two_over_lr"]
+        assert r["trace_stderr"] > 0 and 1 <= r["feature_rank"] <= 64
+
+
+def test_stability_radius_of_each_method():
+    """The radius whose edge the trainer logs: SAM's and USAM's, with the rho
+    schedule; none for the methods without a closed-form edge."""
+    lr = optax.constant_schedule(0.1)
+    config = tiny_digits_config()
+    config.sam.rho = 0.2
+    assert train.stability_radius(config, 7, 100, lr) == (0.2, False)
+    config.rho_schedule.warmup_fraction = 0.1  # linear over the first 10 steps
+    assert train.stability_radius(config, 4, 100, lr) == (pytest.approx(0.2 * 0.5), False)
+    config.method, config.usam.rho = "usam", 0.3
+    assert train.stability_radius(config, 100, 100, lr) == (pytest.approx(0.3), True)
+    for method, change in [("sam", {"adaptive": True}), ("sam", {"ball": "linf"}),
+                           ("sam", {"ascent_steps": 2}), ("asam", {}), ("sgd", {})]:
+        other = tiny_digits_config(method=method)
+        other.sam.update(change)
+        assert train.stability_radius(other, 1, 100, lr) == (None, False), (method, change)
+
+
 # ------------------------------------------------------------ a short finetuning run
 
 

@@ -10,6 +10,7 @@ import json
 import pytest
 
 from helpers import load_config
+from helpers import slow_except
 from sam_jax import methods
 from sam_jax import train
 
@@ -21,7 +22,9 @@ def test_the_cases_are_methods():
     assert set(TRAINER_CASES) <= set(methods.METHODS)
 
 
-@pytest.mark.parametrize("name", TRAINER_CASES)
+# SGD, SAM and Entropy-SGD's inner loop in the suite; the others' steps are
+# tested in test_methods.py, their trips through the loop are slow repeats.
+@pytest.mark.parametrize("name", slow_except(TRAINER_CASES, ("sgd", "sam", "entropy_sgd")))
 def test_every_method_trains_through_the_loop(name, tmp_path):
     config = load_config("configs/quickstart.py")
     config.method = name

@@ -67,7 +67,8 @@ EDGES = [
     ("eval_every_epochs", 0, 1), ("checkpoint_every_steps", 0, 1),
     ("sharpness.every_epochs", -1, 0), ("sharpness.top_k", 1, 2),
     ("sharpness.num_iterations", 4, 5), ("sharpness.m", 0, 1),
-    ("sharpness.rho", -1, 0.0), ("randaugment.num_layers", -1, 0),
+    ("sharpness.rho", -1, 0.0), ("sharpness.every_steps", -1, 0),
+    ("sharpness.lambda_max_iterations", 0, 1), ("randaugment.num_layers", -1, 0),
     ("randaugment.magnitude", 31, 30), ("image_size", 0, 8),
     ("train_subset", 0, 100), ("grad_accum_steps", 0, 1),
     ("esam.beta", 0.0, 1.0), ("rwp.mix", 1.5, 1.0),
@@ -90,6 +91,23 @@ def test_sharpness_iterations_checked_even_when_sharpness_is_off():
         validate.validate_config(config, 8)
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("trace_probes", 1, r"sharpness.trace_probes=1 must be 0 \(off\) or >= 2"),
+    ("trace_probes", 4, r"sharpness.trace_probes=4 is measured every "
+                        r"sharpness.every_steps steps"),
+    ("rank_examples", 64, r"sharpness.rank_examples=64 is measured every"),
+    ("trace_probes", -1, r"sharpness.trace_probes=-1 must be an integer >= 0"),
+    ("rank_examples", -1, r"sharpness.rank_examples=-1 must be an integer >= 0")])
+def test_step_sharpness_options_need_every_steps(key, value, message):
+    config = with_value(f"sharpness.{key}", value)
+    with pytest.raises(validate.ConfigError, match=message) as error:
+        validate.validate_config(config, 8)
+    assert "\n" not in str(error.value)
+    config.sharpness.every_steps = 5
+    if value > 1:
+        validate.validate_config(config, 8)
+
+
 @pytest.mark.parametrize("ball", ["linf", "random"])
 def test_asam_scaling_needs_the_l2_ball(ball):
     config = with_value("sam.ball", ball)
@@ -97,3 +115,16 @@ def test_asam_scaling_needs_the_l2_ball(ball):
     config.sam.adaptive = True
     with pytest.raises(validate.ConfigError, match=f"sam.ball '{'l2'}'.*{ball!r}"):
         validate.validate_config(config, 8)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_compute_dtypes_are_accepted(dtype):
+    validate.validate_config(with_value("dtype", dtype), 8)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float8", "bf16", 32])
+def test_unknown_compute_dtype_is_refused_naming_what_is_allowed(dtype):
+    with pytest.raises(validate.ConfigError) as error:
+        validate.validate_config(with_value("dtype", dtype), 8)
+    assert str(error.value) == (f"unknown dtype {dtype!r}; allowed: float32, "
+                                "bfloat16")

@@ -90,9 +90,10 @@ def condition_runs(method: methods_lib.Method, condition: str, value, seeds: int
                       seeds)
 
 
-def get_condition_table(condition: str, seeds=None) -> registry.Table:
+def get_condition_table(condition: str, seeds=None, picks=None) -> registry.Table:
+    """`picks` ({method key: value}) defaults to picks.json's."""
     seeds = seeds or study.SEEDS
-    picks = read_picks()
+    picks = picks if picks is not None else read_picks()
     rows = tuple((m.key, f"{m.label} ({m.grid_key} {registry.format_value(picks[m.key])})")
                  for m in methods_lib.METHODS)
 

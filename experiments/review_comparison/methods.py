@@ -41,10 +41,10 @@ METHODS = (
            "extragradient.gamma_scale", (0.5, 1.0, 2.0)),
     Method("optimistic", "Optimistic gradient (alpha 1)", "optimistic", {},
            "optimistic.beta", (0.25, 0.5, 1.0)),
-    # L = 3 Langevin steps: 4 gradient evaluations per step, so 2/4 of the
-    # epochs give SAM's evaluations.
-    Method("entropy_sgd", "Entropy-SGD (L 3, half the epochs)", "entropy_sgd",
-           {"entropy_sgd.inner_steps": 3}, "entropy_sgd.gamma", (0.01, 0.03, 0.1),
+    # L = 4 Langevin steps, 4 gradient evaluations per step: half the epochs
+    # give SAM's evaluations (2 per step).
+    Method("entropy_sgd", "Entropy-SGD (L 4, half the epochs)", "entropy_sgd",
+           {"entropy_sgd.inner_steps": 4}, "entropy_sgd.gamma", (0.01, 0.03, 0.1),
            epochs_scale=0.5),
     Method("swa", "SWA over SGD (from 75% of training)", "sgd",
            {"swa.start_fraction": 0.75}, "swa.learning_rate", (0.01, 0.02, 0.05)),

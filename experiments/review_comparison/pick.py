@@ -7,7 +7,6 @@ must have finished: a pick from part of a grid is refused.
 """
 
 import argparse
-import json
 import sys
 
 from . import comparison

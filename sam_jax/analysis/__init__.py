@@ -28,6 +28,7 @@ _EXPORTS = {
     "landscape_1d": "sam_jax.analysis.landscape",
     "landscape_2d": "sam_jax.analysis.landscape",
     "m_sharpness": "sam_jax.analysis.msharpness",
+    "make_training_loss_fn": "sam_jax.analysis.during_training",
     "m_sharpness_per_set": "sam_jax.analysis.msharpness",
     "mean_loss": "sam_jax.analysis.hessian",
     "penultimate_features": "sam_jax.analysis.features",
@@ -37,6 +38,8 @@ _EXPORTS = {
     "sharpness_metrics": "sam_jax.analysis.during_training",
     "smoothed_density": "sam_jax.analysis.hessian",
     "spectral_density": "sam_jax.analysis.hessian",
+    "StabilityTracker": "sam_jax.analysis.during_training",
+    "top_eigenpair": "sam_jax.analysis.hessian",
     "usam_edge": "sam_jax.analysis.stability",
 }
 

@@ -1,19 +1,35 @@
-"""Sharpness measured while training runs: the paper's Figure 3 quantities.
+"""Sharpness measured while training runs.
 
-The paper reports, at several epochs, the Hessian's top eigenvalue lambda_max
-and the ratio lambda_max / lambda_5 (its Fig. 3, after Jastrzebski et al.),
-and relates m-sharpness to generalisation. `sharpness_metrics` computes them on
-a fixed subset of the training data, so values from different epochs compare.
+Every few epochs (`sharpness_metrics`, config.sharpness.every_epochs): the
+paper's Figure 3 quantities. The paper reports, at several epochs, the
+Hessian's top eigenvalue lambda_max and the ratio lambda_max / lambda_5 (its
+Fig. 3, after Jastrzebski et al.), and relates m-sharpness to generalisation.
+They are computed on a fixed subset of the training data, BatchNorm in
+evaluation mode, so values from different epochs compare.
+
+Every few steps (`StabilityTracker`, config.sharpness.every_steps): the edge
+of stability. lambda_max of the loss the optimizer descends (BatchNorm in
+training mode, over the fixed batch; the L2 term included) beside the edges
+of stability.py (2 / lr; SAM's at the batch's ||g||; USAM's), optionally the
+Hessian's trace (Hutchinson) and the penultimate features' rank.
 """
 
+import contextlib
+import functools
 from typing import Optional
 
 import jax
 import numpy as np
+from jax.tree_util import Partial
 
+from sam_jax import batch_norm
+from sam_jax import steps
+from sam_jax.analysis import features
 from sam_jax.analysis import hessian
+from sam_jax.analysis import hessian_trace
 from sam_jax.analysis import msharpness
 from sam_jax.analysis import run_io
+from sam_jax.analysis import stability
 
 # Examples per streamed batch for the HVPs: bounds memory, not the result.
 _HVP_BATCH = 256
@@ -91,3 +107,140 @@ def sharpness_metrics(model, state, images, labels, *, num_examples: int = 256,
         "m_sharpness": sharpness,
         "subset_loss": hessian.mean_loss(loss_fn, params, batches),
     }
+
+
+# ------------------------------------------------------------ every few steps
+
+def _training_loss(model, weight_decay, label_smoothing, frozen, dropout_seed,
+                   batch_stats, params, batch):
+    context = batch_norm.frozen_batch_norm() if frozen else contextlib.nullcontext()
+    with context:
+        logits, _ = model.apply({"params": params, "batch_stats": batch_stats},
+                                batch["image"], train=True, mutable=["batch_stats"],
+                                rngs={"dropout": jax.random.PRNGKey(dropout_seed)})
+    loss = steps.cross_entropy(logits, batch["label"], label_smoothing).mean()
+    if weight_decay:
+        loss = loss + weight_decay * steps.l2_penalty(params)
+    return loss
+
+
+@functools.lru_cache(maxsize=None)
+def _bound_training_loss(model, weight_decay: float, label_smoothing: float,
+                         frozen: bool, dropout_seed: int):
+    # One function object per (model, constants): compiled code is reused.
+    return functools.partial(_training_loss, model, weight_decay, label_smoothing,
+                             frozen, dropout_seed)
+
+
+def make_training_loss_fn(model, batch_stats, *, weight_decay: float = 0.0,
+                          label_smoothing: float = 0.0,
+                          freeze_batch_norm: bool = False,
+                          dropout_seed: int = 0) -> Partial:
+    """loss_fn(params, batch): the training step's loss on `batch` as ONE batch.
+
+    BatchNorm in training mode normalises with the statistics of the whole
+    `batch` (the running `batch_stats` are only read with
+    `freeze_batch_norm`), the L2 term weight_decay * 0.5 ||params||^2 is
+    included and dropout-like draws use a fixed key: a function of the weights
+    alone for a fixed batch. Unlike hessian.py's convention, it changes when
+    the batch is cut into pieces (BatchNorm's statistics), so pass one batch.
+    With a full batch (batch = training set, m = batch) it is the loss that
+    full-batch GD and SAM descend.
+    """
+    return Partial(_bound_training_loss(model, float(weight_decay),
+                                        float(label_smoothing), bool(freeze_batch_norm),
+                                        int(dropout_seed)), batch_stats)
+
+
+class StabilityTracker:
+    """The edge of stability on a fixed batch, measured every few training steps.
+
+    Holds the fixed batch and the last top eigenvector: each call's Lanczos
+    starts from the previous call's Ritz vector (a warm start), so a few
+    iterations follow lambda_max as training moves it. The first call (and
+    the first after a resume) starts from a random vector drawn with `seed`.
+
+    Args:
+        model: the flax module being trained.
+        images, labels: the fixed batch, as the model takes them (normalised,
+            not augmented); one batch (BatchNorm over all of it).
+        weight_decay, label_smoothing, freeze_batch_norm: the run's loss
+            (make_training_loss_fn).
+        num_iterations: Lanczos iterations per call (HVPs on the batch).
+        trace_probes: Rademacher probes of Hutchinson's trace estimate (0: no
+            trace); the same probes every call, so the trace's changes over
+            training are not probe noise.
+        rank_images: images whose penultimate features' rank is reported
+            (BatchNorm in evaluation mode; None: no rank).
+        seed: the first start vector, the probes and dropout's key.
+    """
+
+    def __init__(self, model, images, labels, *, weight_decay: float = 0.0,
+                 label_smoothing: float = 0.0, freeze_batch_norm: bool = False,
+                 num_iterations: int = 10, trace_probes: int = 0,
+                 rank_images: Optional[np.ndarray] = None, seed: int = 0):
+        if num_iterations < 1:
+            raise ValueError(f"num_iterations={num_iterations} must be >= 1")
+        if trace_probes < 0 or trace_probes == 1:
+            raise ValueError(f"trace_probes={trace_probes} must be 0 (off) or >= 2")
+        self.model = model
+        self.batch = {"image": np.asarray(images, np.float32),
+                      "label": np.asarray(labels, np.int32)}
+        self.loss_options = dict(weight_decay=weight_decay,
+                                 label_smoothing=label_smoothing,
+                                 freeze_batch_norm=freeze_batch_norm, dropout_seed=seed)
+        self.num_iterations = num_iterations
+        self.trace_probes = trace_probes
+        self.rank_images = None if rank_images is None else np.asarray(rank_images,
+                                                                       np.float32)
+        self.seed = seed
+        self.start = None  # the last top eigenvector (flat), the next warm start
+
+    def __call__(self, state, learning_rate: float, *, rho: Optional[float] = None,
+                 unnormalised: bool = False) -> dict[str, float]:
+        """The record of `state` (a steps.TrainState, replicated or on one device).
+
+        Args:
+            learning_rate: the step's learning rate, > 0: the edges' lr.
+            rho: the radius of SAM (e = rho g / ||g||) or, with `unnormalised`,
+                of USAM (e = rho g); None: no SAM edge.
+
+        Returns:
+            {"loss", "grad_norm" (||g|| of the loss on the batch), "lambda_max",
+             "learning_rate", "two_over_lr", "ratio" = lambda_max / (2 / lr)};
+            with rho: "rho" and "sam_edge", "sam_ratio" (or "usam_edge",
+            "usam_ratio"); with trace_probes: "trace", "trace_stderr"; with
+            rank_images: "feature_rank" (99% of the variance). A ratio near 1:
+            training runs at that edge.
+        """
+        params, batch_stats = _one_device((state.params, state.batch_stats))
+        loss_fn = make_training_loss_fn(self.model, batch_stats, **self.loss_options)
+        lambda_max, self.start = hessian.top_eigenpair(
+            loss_fn, params, self.batch, self.num_iterations, start=self.start,
+            seed=self.seed)
+        grad_norm = stability.gradient_norm(loss_fn, params, self.batch)
+        two_over_lr = stability.gd_edge(learning_rate)
+        record = {"loss": hessian.mean_loss(loss_fn, params, self.batch),
+                  "grad_norm": grad_norm, "lambda_max": lambda_max,
+                  "learning_rate": float(learning_rate), "two_over_lr": two_over_lr,
+                  "ratio": lambda_max / two_over_lr}
+        if rho is not None:
+            record["rho"] = float(rho)
+            if unnormalised:
+                edge, name = stability.usam_edge(learning_rate, rho), "usam"
+            else:  # at a zero gradient SAM's edge is 0 (no ratio)
+                edge = (stability.sam_edge(learning_rate, rho, grad_norm)
+                        if grad_norm > 0 else 0.0)
+                name = "sam"
+            record[f"{name}_edge"] = edge
+            if edge > 0:
+                record[f"{name}_ratio"] = lambda_max / edge
+        if self.trace_probes:
+            trace, stderr = hessian_trace.hutchinson_trace(
+                loss_fn, params, self.batch, num_probes=self.trace_probes, seed=self.seed)
+            record.update(trace=trace, trace_stderr=stderr)
+        if self.rank_images is not None:
+            record["feature_rank"] = features.feature_rank(features.penultimate_features(
+                self.model, {"params": params, "batch_stats": batch_stats},
+                self.rank_images))
+        return record

@@ -116,11 +116,12 @@ def hessian_operator(loss_fn, params, batches) -> tuple[Callable, int]:
     return matvec, int(flat.size)
 
 
-def lanczos(matvec: Callable, dim: int, num_iterations: int,
-            seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def lanczos(matvec: Callable, dim: int, num_iterations: int, seed: int = 0,
+            start: Optional[np.ndarray] = None, return_basis: bool = False):
     """Lanczos tridiagonalisation with full reorthogonalisation, in float64.
 
-    Starts from a unit Gaussian vector drawn with `seed`. Every new vector is
+    Starts from `start` (normalised; e.g. the previous top eigenvector, a warm
+    start) or else a unit Gaussian vector drawn with `seed`. Every new vector is
     orthogonalised (twice: "twice is enough") against all previous ones, which
     keeps the Ritz values free of the spurious copies plain Lanczos produces in
     floating point. If the Krylov space becomes invariant, the iteration goes on
@@ -129,7 +130,9 @@ def lanczos(matvec: Callable, dim: int, num_iterations: int,
 
     Returns:
         (alphas [m], betas [m - 1]), the diagonal and off-diagonal of the
-        tridiagonal matrix T, with m = min(num_iterations, dim).
+        tridiagonal matrix T, with m = min(num_iterations, dim); with
+        `return_basis`, also the orthonormal basis [m, dim] (rows), which maps
+        T's eigenvectors to Ritz vectors.
     """
     num_iterations = min(int(num_iterations), dim)
     if num_iterations < 1:
@@ -137,7 +140,12 @@ def lanczos(matvec: Callable, dim: int, num_iterations: int,
     rng = np.random.default_rng(seed)
     basis = np.zeros((num_iterations, dim))
     alphas, betas = np.zeros(num_iterations), np.zeros(num_iterations - 1)
-    q = rng.standard_normal(dim)
+    if start is None:
+        q = rng.standard_normal(dim)
+    else:
+        q = np.array(start, np.float64).reshape(-1)
+        if q.shape != (dim,) or not np.all(np.isfinite(q)) or not np.any(q):
+            raise ValueError(f"start must be a finite nonzero vector of {dim} entries")
     q /= np.linalg.norm(q)
     for j in range(num_iterations):
         basis[j] = q
@@ -157,6 +165,8 @@ def lanczos(matvec: Callable, dim: int, num_iterations: int,
         else:
             q = w / beta
         betas[j] = beta
+    if return_basis:
+        return alphas, betas, basis[:num_iterations]
     return alphas, betas
 
 
@@ -200,6 +210,27 @@ def hessian_eigenvalues(loss_fn, params, batches, k: int,
         raise ValueError(f"num_iterations={num_iterations} must be >= k={k}")
     nodes, _ = lanczos_quadrature(*lanczos(matvec, dim, iterations, seed))
     return nodes[::-1][:k].copy()
+
+
+def top_eigenpair(loss_fn, params, batches, num_iterations: int,
+                  start: Optional[np.ndarray] = None,
+                  seed: int = 0) -> tuple[float, np.ndarray]:
+    """(lambda_max, its unit Ritz vector as a flat float64 array).
+
+    Lanczos (`num_iterations` HVPs) from `start`, a flat vector in
+    `ravel_pytree(params)` order, or from a random vector drawn with `seed`.
+    Passing the vector returned by the previous call warm-starts the next one:
+    when the top eigenvector moves little between calls (every few training
+    steps), a few iterations refine it instead of searching from scratch.
+    """
+    matvec, dim = hessian_operator(loss_fn, params, batches)
+    alphas, betas, basis = lanczos(matvec, dim, num_iterations, seed, start=start,
+                                   return_basis=True)
+    if len(alphas) == 1:
+        return float(alphas[0]), basis[0].copy()
+    nodes, vectors = scipy.linalg.eigh_tridiagonal(alphas, betas)
+    ritz = basis.T @ vectors[:, -1]
+    return float(nodes[-1]), ritz / np.linalg.norm(ritz)
 
 
 def smoothed_density(quadratures, num_points: int = 512,

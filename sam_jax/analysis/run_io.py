@@ -89,7 +89,7 @@ def load_run(workdir: str) -> Run:
                        f"{workdir_lib.CHECKPOINT_DIR}/)")
     try:
         spec = data.get_spec(config.dataset)
-        model = get_model(config.model.name, spec.num_classes)
+        model = get_model(config.model.name, spec.num_classes, config.dtype)
     except ValueError as e:
         raise RunError(f"{workdir!r}: {e}") from e
     # Streamed data sets may be resized (config.image_size); parameter shapes

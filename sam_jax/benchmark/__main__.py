@@ -18,6 +18,15 @@ Cases (--cases picks some; the default set unless named):
   m_sharpness_sequential  the same with group_map "sequential" (not default)
   methods         each method's step (sam_jax.methods, or --methods=...) / the
                   sgd method's step, with its declared cost (not default)
+  bf16            SAM step time and peak memory, bfloat16 / float32; SAM / SGD
+                  step time in each dtype (not default)                  (none)
+  utilization     SAM step FLOP/s (XLA's cost analysis / median time) /
+                  --peak_flops, in each dtype (not default)              (none)
+  grad_accum      SAM step with grad_accum_steps 2 and 4 / with 1: peak memory
+                  and time, m = per-device batch / 4 (not default)       (none)
+
+--dtype sets every step's compute dtype (config.dtype); the bf16 and
+utilization cases build the other dtype's steps beside them.
 
 How it measures: see harness.py. `--quick` shrinks everything for the smoke
 test. Bad flags and setups the chosen cases cannot run stop with one line and
@@ -54,6 +63,11 @@ _LARGE = flags.DEFINE_string("large", None, "MODEL:BATCH, the second setup of "
                              "with --quick)")
 _METHODS = flags.DEFINE_list("methods", None, "the methods case's methods (default: "
                              "all of sam_jax.methods)")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                           "compute dtype of every step (config.dtype)")
+_PEAK_FLOPS = flags.DEFINE_float("peak_flops", 989e12, "the chip's peak FLOP/s, the "
+                                 "utilization case's denominator (default: an "
+                                 "H200's dense bf16 peak)")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "write the results here")
 _MD_OUT = flags.DEFINE_string("md_out", None, "write a markdown report here")
 
@@ -89,6 +103,12 @@ def check_setup(key: str, setup, case_names: list, device_count: int) -> None:
     if key != "main":
         return
     per_device_batch = setup.batch_size // device_count
+    most_microbatches = max(cases.ACCUMULATION_STEPS)
+    if "grad_accum" in case_names and per_device_batch % most_microbatches:
+        raise BadInputError(
+            f"{flag}: grad_accum splits the per-device batch {per_device_batch} into "
+            f"up to {most_microbatches} microbatches; it must be a multiple of "
+            f"{most_microbatches}")
     if ({"m_sharpness", "m_sharpness_sequential"} & set(case_names)
             and per_device_batch % cases.GROUPS_PER_DEVICE):
         raise BadInputError(
@@ -121,6 +141,10 @@ def _settings(case_names):
             raise BadInputError(f"--methods: unknown method {unknown[0]!r}; allowed: "
                                 f"{', '.join(methods.METHODS)}")
         settings = dataclasses.replace(settings, methods=tuple(_METHODS.value))
+    if _PEAK_FLOPS.value <= 0:
+        raise BadInputError(f"--peak_flops={_PEAK_FLOPS.value!r} must be > 0")
+    settings = dataclasses.replace(settings, dtype=_DTYPE.value,
+                                   peak_flops=_PEAK_FLOPS.value)
     for key in ("main", "large"):
         check_setup(key, getattr(settings, key), case_names, jax.device_count())
     return settings
@@ -189,7 +213,8 @@ def run(case_names, settings, repeats, warmup, quick, command, json_out, md_out)
                      "pipeline_batches_per_call": settings.pipeline_batches_per_call,
                      "pipeline_augmentation": wl.PIPELINE_AUGMENTATION,
                      "compiler_options": settings.compiler_options,
-                     "methods": list(settings.methods)},
+                     "methods": list(settings.methods), "dtype": settings.dtype,
+                     "peak_flops": settings.peak_flops},
         "cases": rows,
         "timings": {getattr(settings, key).label: by_name
                     for key, by_name in measured.timings.items() if by_name},

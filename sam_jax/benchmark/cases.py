@@ -21,6 +21,13 @@ from sam_jax.models import conv as conv_module
 
 # m-sharpness case: m = per-device batch / this.
 GROUPS_PER_DEVICE = 8
+# grad_accum case: K microbatches per device and step; every K with the same
+# m = per-device batch / the largest K, so that each K is a valid config.
+ACCUMULATION_STEPS = (1, 2, 4)
+# utilization case: the chip's peak FLOP/s it divides by, unless
+# --peak_flops: an H200's dense bf16 peak (989 TFLOP/s).
+H200_PEAK_BF16_FLOPS = 989e12
+DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +41,10 @@ class Settings:
     compiler_options: Optional[dict] = None
     # The methods case: these sam_jax.methods (all by default).
     methods: tuple = tuple(methods_lib.METHODS)
+    # Compute dtype of every step (config.dtype); the bf16 and utilization
+    # cases also build the other one.
+    dtype: str = "float32"
+    peak_flops: float = H200_PEAK_BF16_FLOPS  # the utilization case's denominator
 
 
 FULL = Settings(main=wl.Setup("wrn16_4", 128), large=wl.Setup("wrn28_10", 16),
@@ -75,16 +86,34 @@ class Case:
 # ------------------------------------------------------------------ building
 
 METHOD_PREFIX = "method_"
+ACCUMULATION_PREFIX = "sam_accum"
+
+
+def in_dtype(step: str, dtype: str, settings: Settings) -> str:
+    """The name of step "sam" or "sgd" computing in `dtype`: the step itself
+    in the settings' dtype (so nothing is compiled twice), else "sam_bfloat16"."""
+    return step if dtype == settings.dtype else f"{step}_{dtype}"
 
 
 def step_configs(setup: wl.Setup, mesh, settings: Settings) -> dict:
     """Every sam_jax step a case may time, by name."""
-    m = setup.batch_size // mesh.size // GROUPS_PER_DEVICE
-    configs = {"sam": wl.setup_config(setup, "sam"), "sgd": wl.setup_config(setup, "sgd"),
-               "sam_m_div8": wl.setup_config(setup, "sam", m),
-               "sam_m_div8_sequential": wl.setup_config(setup, "sam", m, "sequential")}
-    configs.update({METHOD_PREFIX + name: wl.setup_config(setup, name)
-                    for name in settings.methods})
+    per_device_batch = setup.batch_size // mesh.size
+    m = per_device_batch // GROUPS_PER_DEVICE
+    config = lambda *args, **overrides: wl.setup_config(
+        setup, *args, **{"dtype": settings.dtype, **overrides})
+    configs = {"sam": config("sam"), "sgd": config("sgd"),
+               "sam_m_div8": config("sam", m),
+               "sam_m_div8_sequential": config("sam", m, "sequential")}
+    # SGD is every method's denominator: timed even when --methods omits it.
+    configs.update({METHOD_PREFIX + name: config(name)
+                    for name in (*settings.methods, "sgd")})
+    for dtype in DTYPES:
+        for step in ("sam", "sgd"):
+            configs.setdefault(in_dtype(step, dtype, settings), config(step, dtype=dtype))
+    accumulation_m = max(per_device_batch // max(ACCUMULATION_STEPS), 1)
+    configs.update({f"{ACCUMULATION_PREFIX}{k}": config("sam", accumulation_m,
+                                                        grad_accum_steps=k)
+                    for k in ACCUMULATION_STEPS})
     return configs
 
 
@@ -250,6 +279,67 @@ def _memory(case, m):
     return rows
 
 
+def _bf16(case, m):
+    """bfloat16 against float32: the SAM step's time and peak memory, and
+    SAM / SGD in each dtype."""
+    names = {dtype: {step: in_dtype(step, dtype, m.settings) for step in ("sam", "sgd")}
+             for dtype in DTYPES}
+    bf16, f32 = names["bfloat16"], names["float32"]
+    compiled = m.compiled["main"]
+    bf16_memory = harness.memory_stats(compiled[bf16["sam"]].compiled)
+    f32_memory = harness.memory_stats(compiled[f32["sam"]].compiled)
+    rows = [_time_ratio(case, m, "main", "SAM step s, bfloat16 / float32",
+                        bf16["sam"], f32["sam"]),
+            harness.case_row(case.name, m.setup("main").label,
+                             "SAM peak bytes, bfloat16 / float32", bf16_memory["peak"],
+                             f32_memory["peak"], unit="bytes", bfloat16=bf16_memory,
+                             float32=f32_memory)]
+    for dtype in DTYPES:
+        rows.append(_time_ratio(case, m, "main", f"SAM step s / SGD step s, {dtype}",
+                                names[dtype]["sam"], names[dtype]["sgd"],
+                                sam_images_per_s=m.timings["main"][names[dtype]["sam"]][
+                                    "images_per_s"],
+                                sgd_images_per_s=m.timings["main"][names[dtype]["sgd"]][
+                                    "images_per_s"]))
+    return rows
+
+
+def _utilization(case, m):
+    """The SAM step's FLOP/s (XLA's cost analysis of the compiled step over
+    its median time) / the chip's peak, in each dtype."""
+    rows = []
+    for dtype in DTYPES:
+        name = in_dtype("sam", dtype, m.settings)
+        flops = harness.step_flops(m.compiled["main"][name].compiled)
+        timing = m.timings["main"][name]
+        rows.append(harness.case_row(
+            case.name, m.setup("main").label,
+            f"SAM step FLOP/s ({dtype}) / peak FLOP/s", flops / timing["median_s"],
+            m.settings.peak_flops, unit="FLOP/s", step_flops=flops,
+            median_s=timing["median_s"], images_per_s=timing["images_per_s"]))
+    return rows
+
+
+def _grad_accum(case, m):
+    """K microbatches per step against one: peak memory and step time."""
+    rows = []
+    compiled = m.compiled["main"]
+    one = f"{ACCUMULATION_PREFIX}1"
+    one_memory = harness.memory_stats(compiled[one].compiled)
+    per_device_batch = m.setup("main").batch_size // m.mesh.size
+    for k in ACCUMULATION_STEPS[1:]:
+        name = f"{ACCUMULATION_PREFIX}{k}"
+        memory = harness.memory_stats(compiled[name].compiled)
+        label = (f"grad_accum_steps {k} / 1 (m = "
+                 f"{max(per_device_batch // max(ACCUMULATION_STEPS), 1)})")
+        rows.append(harness.case_row(case.name, m.setup("main").label,
+                                     f"SAM peak bytes, {label}", memory["peak"],
+                                     one_memory["peak"], unit="bytes",
+                                     accumulated=memory, single=one_memory))
+        rows.append(_time_ratio(case, m, "main", f"SAM step s, {label}", name, one))
+    return rows
+
+
 def _compile_time(case, m):
     seconds = m.notes["main"]["compile_seconds"]
     return [harness.case_row(
@@ -329,6 +419,19 @@ CASES = {case.name: case for case in [
     Case("methods", lambda settings: {"main": {METHOD_PREFIX + name for name in
                                                set(settings.methods) | {"sgd"}}},
          _methods, default=False),
+    # bfloat16 against float32, and the SAM step's share of the chip's peak
+    # (meant for accelerators: XLA:CPU emulates much of bf16).
+    Case("bf16", lambda settings: {"main": {in_dtype(step, dtype, settings)
+                                            for step in ("sam", "sgd")
+                                            for dtype in DTYPES}},
+         _bf16, default=False),
+    Case("utilization", lambda settings: {"main": {in_dtype("sam", dtype, settings)
+                                                   for dtype in DTYPES}},
+         _utilization, default=False),
+    # Gradient accumulation: K = 2, 4 microbatches against 1.
+    Case("grad_accum", {"main": {f"{ACCUMULATION_PREFIX}{k}"
+                                 for k in ACCUMULATION_STEPS}},
+         _grad_accum, default=False),
 ]}
 DEFAULT_CASES = tuple(name for name, case in CASES.items() if case.default)
 

@@ -59,6 +59,17 @@ def memory_stats(compiled) -> dict:
     return out
 
 
+def step_flops(compiled) -> float:
+    """Floating-point operations of one call of a compiled step, from XLA's
+    cost analysis (what XLA counts: convolutions and dots as 2 * MACs; the
+    body of a loop is counted once, so on CPU, where models/conv.py's weight
+    gradient is a scan over the kernel offsets, the count is low)."""
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):  # older JAX: one dict per program
+        analysis = analysis[0] if analysis else {}
+    return float((analysis or {}).get("flops", 0.0))
+
+
 def case_row(case: str, setup_label: str, measure: str, numerator: float,
              denominator: float, target: Optional[tuple] = None, **details) -> dict:
     """One ratio and its target ("<=" or ">=", bound); target None: reported only."""

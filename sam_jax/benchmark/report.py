@@ -7,6 +7,8 @@ import jax
 import numpy as np
 import optax
 
+from sam_jax import methods as methods_lib
+
 
 def machine_info(num_threads: int) -> dict:
     cpu_model = platform.processor()
@@ -51,6 +53,8 @@ def format_side(value: float, unit: str) -> str:
         return f"{value / 2**20:.1f} MiB"
     if unit == "images/s":
         return f"{value:.1f} images/s"
+    if unit == "FLOP/s":
+        return f"{value / 1e12:.4g} TFLOP/s"
     return f"{value:.3f} s"
 
 
@@ -76,15 +80,17 @@ def markdown_table(rows: list) -> str:
 
 def methods_table(rows: list) -> str:
     """The methods case as its own table: declared cost beside measured time."""
-    lines = ["| method | gradient evaluations / step | sequential passes | step s | "
-             "step / sgd step | per-round ratios |", "|---|---|---|---|---|---|"]
+    lines = ["| method | what it changes | paper | gradient evaluations / step | "
+             "sequential passes | step s | step / sgd step | per-round ratios |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         if "method" not in row:
             continue
+        method = methods_lib.get(row["method"])
         spread = "{:.3f}-{:.3f}".format(*row["round_ratios"])
-        lines.append(f"| {row['method']} | {row['gradient_evaluations']} | "
-                     f"{row['sequential_passes']} | {row['numerator']:.3f} | "
-                     f"{row['ratio']:.3f} | {spread} |")
+        lines.append(f"| {row['method']} | {method.changes} | {method.paper} | "
+                     f"{row['gradient_evaluations']} | {row['sequential_passes']} | "
+                     f"{row['numerator']:.3f} | {row['ratio']:.3f} | {spread} |")
     return "\n".join(lines)
 
 

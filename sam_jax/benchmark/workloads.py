@@ -3,7 +3,8 @@
 Every sam_jax step is the one the trainer runs (steps.make_train_step under
 parallel.shard_train_step, optimizers.make_optimizer) on configs/cifar_wrn.py
 with only the model and batch size changed; inputs are random CIFAR-shaped
-batches already on the device.
+batches already on the device. TensorFlow is imported only by the tf.data
+pipeline's workload, so the step cases run where it is not installed.
 """
 
 import dataclasses
@@ -20,7 +21,7 @@ from sam_jax import optimizers
 from sam_jax import parallel
 from sam_jax import steps
 from sam_jax import train
-from sam_jax.data import pipeline
+from sam_jax.data import device_pipeline
 from sam_jax.data.specs import get_spec
 from sam_jax.models import conv as conv_module
 from sam_jax.models import get_model
@@ -56,7 +57,8 @@ def load_config(method: str):
 def setup_config(setup: Setup, method: str, examples_per_perturbation=None,
                  group_map: str = "vmap", **overrides):
     """configs/cifar_wrn.py with the setup's model and batch; `method` is "sam"
-    or "sgd" (the config's ARG) or any other method name (--config.method)."""
+    or "sgd" (the config's ARG) or any other method name (--config.method);
+    `overrides` set other keys ("dtype", "grad_accum_steps", "sam.rho")."""
     config = load_config(method if method in ("sam", "sgd") else "sam")
     if method not in ("sam", "sgd"):
         config.method = method
@@ -71,7 +73,7 @@ def setup_config(setup: Setup, method: str, examples_per_perturbation=None,
 
 
 def total_steps(config) -> int:
-    return (pipeline.steps_per_epoch(CIFAR10_TRAIN_EXAMPLES, config.batch_size)
+    return (device_pipeline.steps_per_epoch(CIFAR10_TRAIN_EXAMPLES, config.batch_size)
             * config.num_epochs)
 
 
@@ -101,7 +103,7 @@ class CompiledStep(NamedTuple):
 def compile_sam_jax_step(config, mesh, batch_numpy,
                          compiler_options: Optional[dict] = None) -> CompiledStep:
     spec = get_spec(DATASET)
-    model = get_model(config.model.name, spec.num_classes)
+    model = get_model(config.model.name, spec.num_classes, config.dtype)
     chain = train.training_chain(config, total_steps(config))
     state = jax.device_put(
         steps.initial_state(config.seed, model, chain.tx, spec.image_shape),
@@ -168,7 +170,7 @@ def optax_contrib_sam_train_step(model, base_tx, *, rho: float, weight_decay: fl
 def compile_optax_contrib_sam_step(config, batch,
                                    compiler_options: Optional[dict] = None) -> CompiledStep:
     spec = get_spec(DATASET)
-    model = get_model(config.model.name, spec.num_classes)
+    model = get_model(config.model.name, spec.num_classes, config.dtype)
     base_tx = optimizers.make_optimizer(config, total_steps(config))
     init, train_step = optax_contrib_sam_train_step(
         model, base_tx, rho=config.sam.rho, weight_decay=config.optimizer.weight_decay)
@@ -273,6 +275,7 @@ class PipelineWorkload:
         self.calls = 0
 
     def __call__(self) -> float:
+        from sam_jax.data import pipeline  # TensorFlow: only for this workload
         steps_per_call = self.batches_per_call + 1  # + the untimed first batch
         start_step = self.calls * steps_per_call
         self.calls += 1

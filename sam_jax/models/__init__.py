@@ -1,10 +1,16 @@
-"""Models, looked up by name: `get_model(name, num_classes)`.
+"""Models, looked up by name: `get_model(name, num_classes, dtype="float32")`.
 
 Every model is a flax.linen Module called as `model.apply(variables, images,
 train=...)` with BatchNorm statistics in the "batch_stats" collection and
 stochastic layers drawing from the "dropout" RNG stream, so the output is a
 pure function of (variables, images, dropout key). `python -m sam_jax.models`
 prints every model's parameter count.
+
+`dtype` is the compute dtype (COMPUTE_DTYPES): images are cast to it on entry
+and every convolution, dense layer and BatchNorm output computes in it. The
+parameters and BatchNorm statistics are float32 whatever it is (so are the
+gradients, optimizer state and SAM's perturbation), and the logits come out
+float32, so the loss and softmax are float32.
 """
 
 import functools
@@ -23,7 +29,11 @@ from sam_jax.models.wide_resnet import WideResnet
 CIFAR_SHAPE = (32, 32, 3)
 _partial = functools.partial
 
-# name -> constructor(num_classes) -> Module
+# bfloat16 has float32's exponent range, so no loss scaling is needed; float16
+# would overflow without it and is not offered.
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+# name -> constructor(num_classes, dtype=...) -> Module
 MODELS: dict[str, Callable[[int], nn.Module]] = {
     # The paper's CIFAR model, and the smaller ones of the WRN family used by
     # the PyTorch port (WRN-16-8), the Hessian study (WRN-40-10) and laptops.
@@ -85,10 +95,14 @@ PUBLISHED_PARAMETERS: dict[str, float] = {
 }
 
 
-def get_model(name: str, num_classes: int) -> nn.Module:
+def get_model(name: str, num_classes: int, dtype="float32") -> nn.Module:
+    """The model `name` computing in `dtype` (a name in COMPUTE_DTYPES or a dtype)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; allowed: {', '.join(sorted(MODELS))}")
-    return MODELS[name](num_classes=num_classes)
+    if jnp.dtype(dtype).name not in COMPUTE_DTYPES:
+        raise ValueError(f"unknown compute dtype {jnp.dtype(dtype).name!r}; allowed: "
+                         f"{', '.join(COMPUTE_DTYPES)}")
+    return MODELS[name](num_classes=num_classes, dtype=jnp.dtype(dtype))
 
 
 def count_parameters(model: nn.Module, input_shape: tuple) -> int:

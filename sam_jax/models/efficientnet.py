@@ -11,6 +11,7 @@ resolution is not enforced, so small images work for tests.
 
 import dataclasses
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -89,27 +90,29 @@ def drop_connect(x, survival_prob: float, rng):
     return jnp.where(keep, x / survival_prob, 0.0)
 
 
-def batch_norm(train: bool, name: str) -> nn.BatchNorm:
+def batch_norm(train: bool, name: str, dtype=jnp.float32) -> nn.BatchNorm:
     return nn.BatchNorm(use_running_average=not train, momentum=BATCHNORM_MOMENTUM,
-                        epsilon=BATCHNORM_EPSILON, name=name)
+                        epsilon=BATCHNORM_EPSILON, dtype=dtype, name=name)
 
 
-def conv(features: int, kernel_size: int = 1, strides: int = 1, name: str = None):
+def conv(features: int, kernel_size: int = 1, strides: int = 1, name: str = None,
+         dtype=jnp.float32):
     return Conv(features, (kernel_size, kernel_size), strides=strides, padding="SAME",
-                use_bias=False, kernel_init=conv_kernel_init, name=name)
+                use_bias=False, kernel_init=conv_kernel_init, dtype=dtype, name=name)
 
 
 class SqueezeExcite(nn.Module):
     """Channel gates from the globally pooled features: reduce, swish, expand, sigmoid."""
     reduced_filters: int
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         gates = x.mean(axis=(1, 2), keepdims=True)
         gates = Conv(self.reduced_filters, (1, 1), kernel_init=conv_kernel_init,
-                     name="reduce_conv")(gates)
+                     dtype=self.dtype, name="reduce_conv")(gates)
         gates = Conv(x.shape[-1], (1, 1), kernel_init=conv_kernel_init,
-                     name="expand_conv")(nn.swish(gates))
+                     dtype=self.dtype, name="expand_conv")(nn.swish(gates))
         return x * nn.sigmoid(gates)
 
 
@@ -122,22 +125,26 @@ class MBConvBlock(nn.Module):
     strides: int
     se_ratio: float
     drop_connect_rate: float
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, inputs, train: bool):
+        dtype = self.dtype
         filters = self.input_filters * self.expand_ratio
         x = inputs
         if self.expand_ratio != 1:
-            x = conv(filters, name="expand_conv")(x)
-            x = nn.swish(batch_norm(train, "expand_bn")(x))
+            x = conv(filters, name="expand_conv", dtype=dtype)(x)
+            x = nn.swish(batch_norm(train, "expand_bn", dtype)(x))
         x = nn.Conv(filters, (self.kernel_size, self.kernel_size), strides=self.strides,
                     padding="SAME", feature_group_count=filters, use_bias=False,
-                    kernel_init=depthwise_kernel_init, name="depthwise_conv")(x)
-        x = nn.swish(batch_norm(train, "depthwise_bn")(x))
+                    kernel_init=depthwise_kernel_init, dtype=dtype,
+                    name="depthwise_conv")(x)
+        x = nn.swish(batch_norm(train, "depthwise_bn", dtype)(x))
         # The squeeze width follows the block's input, not its expanded width.
-        x = SqueezeExcite(max(1, int(self.input_filters * self.se_ratio)), name="se")(x)
-        x = conv(self.output_filters, name="project_conv")(x)
-        x = batch_norm(train, "project_bn")(x)
+        x = SqueezeExcite(max(1, int(self.input_filters * self.se_ratio)), dtype,
+                          name="se")(x)
+        x = conv(self.output_filters, name="project_conv", dtype=dtype)(x)
+        x = batch_norm(train, "project_bn", dtype)(x)
         if self.strides == 1 and self.input_filters == self.output_filters:
             if train and self.drop_connect_rate > 0:
                 x = drop_connect(x, 1.0 - self.drop_connect_rate, self.make_rng("dropout"))
@@ -152,12 +159,14 @@ class EfficientNet(nn.Module):
     num_classes: int
     drop_connect_rate: float = 0.2
     stages: tuple = B0_STAGES
+    dtype: Any = jnp.float32  # compute dtype; logits come out float32
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        width = self.width_coefficient
-        x = conv(round_filters(STEM_FILTERS, width), 3, 2, name="stem_conv")(x)
-        x = nn.swish(batch_norm(train, "stem_bn")(x))
+        width, dtype = self.width_coefficient, self.dtype
+        x = conv(round_filters(STEM_FILTERS, width), 3, 2, name="stem_conv",
+                 dtype=dtype)(jnp.asarray(x, dtype))
+        x = nn.swish(batch_norm(train, "stem_bn", dtype)(x))
         repeats = [round_repeats(s.num_repeat, self.depth_coefficient) for s in self.stages]
         num_blocks, block = sum(repeats), 0
         for stage_index, (stage, num_repeat) in enumerate(zip(self.stages, repeats)):
@@ -167,20 +176,22 @@ class EfficientNet(nn.Module):
                 x = MBConvBlock(input_filters if i == 0 else output_filters,
                                 output_filters, stage.kernel_size, stage.expand_ratio,
                                 stage.strides if i == 0 else 1, stage.se_ratio,
-                                self.drop_connect_rate * block / num_blocks,
+                                self.drop_connect_rate * block / num_blocks, dtype,
                                 name=f"stage{stage_index}_block{i}")(x, train)
                 block += 1
-        x = conv(round_filters(TOP_FILTERS, width), name="top_conv")(x)
-        x = nn.swish(batch_norm(train, "top_bn")(x))
+        x = conv(round_filters(TOP_FILTERS, width), name="top_conv", dtype=dtype)(x)
+        x = nn.swish(batch_norm(train, "top_bn", dtype)(x))
         x = x.mean(axis=(1, 2))
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        return nn.Dense(self.num_classes, kernel_init=dense_kernel_init, name="head")(x)
+        x = nn.Dense(self.num_classes, kernel_init=dense_kernel_init, dtype=dtype,
+                     name="head")(x)
+        return x.astype(jnp.float32)
 
 
-def efficientnet(variant: str, num_classes: int) -> EfficientNet:
+def efficientnet(variant: str, num_classes: int, dtype=jnp.float32) -> EfficientNet:
     """EfficientNet-`variant` ("b0" ... "b7", "l2", "l2_475")."""
     width, depth, _, dropout = SCALING[variant]
-    return EfficientNet(width, depth, dropout, num_classes)
+    return EfficientNet(width, depth, dropout, num_classes, dtype=dtype)
 
 
 def default_resolution(variant: str) -> int:

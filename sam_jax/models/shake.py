@@ -5,6 +5,8 @@ pass: `backward + stop_gradient(forward - backward)` has the forward value and
 the backward gradient. Gates are drawn per example (shape (batch, 1, 1, 1)) from
 an explicit key, so a model's output is a pure function of its "dropout" key and
 SAM's two passes share the draws. Follows the official code's models/utils.py.
+Gates are drawn in float32 and then cast to the activations' dtype, so a
+bfloat16 model sees the float32 model's draws (rounded), not other ones.
 
 `true_gradient=True` (the official code's flag, commit c2b0a5f "true gradient
 fix") makes the backward gate equal the forward one: the exact gradient of the
@@ -14,6 +16,7 @@ key gives the same forward draws either way.
 """
 
 import jax
+import jax.numpy as jnp
 
 
 def _mix(forward, backward):
@@ -23,6 +26,12 @@ def _mix(forward, backward):
 
 def _per_example_shape(x):
     return (x.shape[0],) + (1,) * (x.ndim - 1)
+
+
+def _uniform(key, shape, dtype, low=0.0, high=1.0):
+    """U[low, high) drawn in float32 whatever `dtype` (the draws do not depend
+    on the compute dtype), then cast to it."""
+    return jax.random.uniform(key, shape, jnp.float32, low, high).astype(dtype)
 
 
 def shake_shake(branch_a, branch_b, forward_gate, backward_gate):
@@ -37,9 +46,9 @@ def shake_shake_train(branch_a, branch_b, rng, true_gradient: bool = False):
     gates (the backward gate = the forward one with `true_gradient`)."""
     forward_key, backward_key = jax.random.split(rng)
     shape = _per_example_shape(branch_a)
-    forward_gate = jax.random.uniform(forward_key, shape, branch_a.dtype)
+    forward_gate = _uniform(forward_key, shape, branch_a.dtype)
     backward_gate = (forward_gate if true_gradient else
-                     jax.random.uniform(backward_key, shape, branch_a.dtype))
+                     _uniform(backward_key, shape, branch_a.dtype))
     return shake_shake(branch_a, branch_b, forward_gate, backward_gate)
 
 
@@ -64,9 +73,8 @@ def shake_drop_train(x, keep_prob, rng, alpha_range=(-1.0, 1.0), beta_range=(0.0
     keep_key, alpha_key, beta_key = jax.random.split(rng, 3)
     shape = _per_example_shape(x)
     keep = jax.random.bernoulli(keep_key, keep_prob, shape).astype(x.dtype)
-    alpha = jax.random.uniform(alpha_key, shape, x.dtype, *alpha_range)
-    beta = (alpha if true_gradient else
-            jax.random.uniform(beta_key, shape, x.dtype, *beta_range))
+    alpha = _uniform(alpha_key, shape, x.dtype, *alpha_range)
+    beta = (alpha if true_gradient else _uniform(beta_key, shape, x.dtype, *beta_range))
     return shake_drop(x, keep + alpha - keep * alpha, keep + beta - keep * beta)
 
 

@@ -7,6 +7,8 @@ the input shifted by one pixel, concatenated and batch-normalised.
 Shake-Shake 26 2x96d: depth 26 (4 blocks per group), width multiplier 6.
 """
 
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -17,31 +19,34 @@ from sam_jax.models import shake
 class ShakeShakeShortcut(nn.Module):
     channels: int
     strides: int = 1
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x, train: bool):
         if x.shape[-1] == self.channels:
             return x
         path1 = layers.subsample(x, self.strides)
-        path1 = layers.Conv1x1(self.channels // 2, name="conv_h1")(path1)
+        path1 = layers.Conv1x1(self.channels // 2, dtype=self.dtype, name="conv_h1")(path1)
         # Shifted by one pixel right and down so the two paths see different pixels.
         path2 = jnp.pad(x, [(0, 0), (0, 1), (0, 1), (0, 0)])[:, 1:, 1:, :]
         path2 = layers.subsample(path2, self.strides)
-        path2 = layers.Conv1x1(self.channels // 2, name="conv_h2")(path2)
+        path2 = layers.Conv1x1(self.channels // 2, dtype=self.dtype, name="conv_h2")(path2)
         merged = jnp.concatenate([path1, path2], axis=-1)
-        return layers.batch_norm(train, "bn_residual")(merged)
+        return layers.batch_norm(train, "bn_residual", self.dtype)(merged)
 
 
 class ShakeShakeBlock(nn.Module):
     channels: int
     strides: int = 1
+    dtype: Any = jnp.float32
 
     def branch(self, x, train: bool, name: str):
         x = nn.relu(x)
-        x = layers.Conv3x3(self.channels, strides=self.strides, name=f"conv_{name}_1")(x)
-        x = layers.bn_relu(x, train, f"bn_{name}_1")
-        x = layers.Conv3x3(self.channels, name=f"conv_{name}_2")(x)
-        return layers.batch_norm(train, f"bn_{name}_2")(x)
+        x = layers.Conv3x3(self.channels, strides=self.strides, dtype=self.dtype,
+                           name=f"conv_{name}_1")(x)
+        x = layers.bn_relu(x, train, f"bn_{name}_1", self.dtype)
+        x = layers.Conv3x3(self.channels, dtype=self.dtype, name=f"conv_{name}_2")(x)
+        return layers.batch_norm(train, f"bn_{name}_2", self.dtype)(x)
 
     @nn.compact
     def __call__(self, x, train: bool, true_gradient: bool = False):
@@ -52,8 +57,8 @@ class ShakeShakeBlock(nn.Module):
                                             true_gradient)
         else:
             mixed = shake.shake_shake_eval(branch_a, branch_b)
-        return ShakeShakeShortcut(self.channels, self.strides, name="shortcut")(
-            x, train) + mixed
+        return ShakeShakeShortcut(self.channels, self.strides, self.dtype,
+                                  name="shortcut")(x, train) + mixed
 
 
 class ShakeShakeResnet(nn.Module):
@@ -61,6 +66,7 @@ class ShakeShakeResnet(nn.Module):
     depth: int
     width_multiplier: int
     num_classes: int
+    dtype: Any = jnp.float32  # compute dtype; logits come out float32
 
     @nn.compact
     def __call__(self, x, train: bool = False, true_gradient: bool = False):
@@ -68,15 +74,17 @@ class ShakeShakeResnet(nn.Module):
         if (self.depth - 2) % 6:
             raise ValueError(f"ShakeShakeResnet depth={self.depth} must be 6n+2")
         blocks_per_group = (self.depth - 2) // 6
-        x = layers.Conv3x3(16, name="init_conv")(x)
-        x = layers.batch_norm(train, "init_bn")(x)
+        x = layers.Conv3x3(16, dtype=self.dtype, name="init_conv")(
+            jnp.asarray(x, self.dtype))
+        x = layers.batch_norm(train, "init_bn", self.dtype)(x)
         for group, (channels, strides) in enumerate([(16, 1), (32, 2), (64, 2)]):
             for i in range(blocks_per_group):
                 x = ShakeShakeBlock(channels * self.width_multiplier,
-                                    strides if i == 0 else 1,
+                                    strides if i == 0 else 1, self.dtype,
                                     name=f"group{group}_block{i}")(x, train,
                                                                    true_gradient)
         x = nn.relu(x)
         x = x.mean(axis=(1, 2))
-        return nn.Dense(self.num_classes, kernel_init=layers.dense_kernel_init,
-                        name="head")(x)
+        x = nn.Dense(self.num_classes, kernel_init=layers.dense_kernel_init,
+                     dtype=self.dtype, name="head")(x)
+        return x.astype(jnp.float32)

@@ -17,7 +17,9 @@ TABLES = (
     "cpu_scale.label_noise", "cpu_scale.m_sharpness", "cpu_scale.rho_sweep",
     "cpu_scale.sharpness", "review_comparison.pilot",
     "review_comparison.grid", "review_comparison.clean", "review_comparison.noise40",
-    "review_comparison.noise80",
+    "review_comparison.noise80", "sam_behaviour.edge_of_stability",
+    "sam_behaviour.trace_and_lambda_max", "sam_behaviour.m_sweep",
+    "sam_behaviour.rho_feature_rank",
 )
 
 # A --table or --sweep that names nothing (the name of earlier releases).

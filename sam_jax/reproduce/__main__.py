@@ -153,6 +153,8 @@ def _load(args):
 
 def _check_paths(args, root: str) -> None:
     """The paths the command will read or write, checked before it starts."""
+    if args.command == "collect" and args.format not in FORMATS:
+        raise BadInput(f"unknown format {args.format!r}; allowed: {', '.join(FORMATS)}")
     if "://" in root:  # cloud storage: the runs themselves check it
         return
     if os.path.exists(root) and not os.path.isdir(root):
@@ -286,9 +288,10 @@ def launch_tpu(root, runs, args) -> int:
     return EXIT_SOME_RUNS_NOT_DONE if failed else 0
 
 
+FORMATS = ("markdown", "summary", "csv")
+
+
 def collect_command(table, root, args) -> int:
-    if args.format not in ("markdown", "summary", "csv"):
-        raise BadInput(f"unknown format {args.format!r}; allowed: markdown, summary, csv")
     cells, statuses = collect.collect_table(table, root,
                                             running_window_s=args.running_window_s)
     if args.format == "csv":

@@ -26,18 +26,21 @@ STATUSES = (DONE, RUNNING, UNFINISHED, FAILED, MISSING)
 RUNNING_WINDOW_S = 600.0
 
 
-def read_sharpness_records(workdir: str) -> Optional[list]:
-    """metrics.jsonl's "sharpness" records (config.sharpness), None if none.
+def read_sharpness_records(workdir: str, split: str = "sharpness") -> Optional[list]:
+    """metrics.jsonl's "sharpness" records (config.sharpness.every_epochs), or
+    those of another split ("stability": config.sharpness.every_steps), None if
+    none.
 
     A line cut short by a killed run is skipped: the records before it stand.
     """
     records = [row for row in workdir_lib.read_metrics(workdir, warn_torn=False)
-               if row.get("split") == "sharpness"]
+               if row.get("split") == split]
     return records or None
 
 
 def read_outputs(workdir: str) -> dict:
-    """What a run wrote: {"results", "analysis", "status", "sharpness"} for what is present."""
+    """What a run wrote: {"results", "analysis", "status", "sharpness",
+    "stability"} for what is present."""
     files = {"results": workdir_lib.RESULTS_FILE, "analysis": workdir_lib.ANALYSIS_FILE,
              "status": workdir_lib.STATUS_FILE}
     # A file cut short or damaged reads as absent: a run is done only if its
@@ -47,6 +50,7 @@ def read_outputs(workdir: str) -> dict:
     outputs = {key: value if isinstance(value, dict) else None
                for key, value in outputs.items()}
     outputs["sharpness"] = read_sharpness_records(workdir)
+    outputs["stability"] = read_sharpness_records(workdir, "stability")
     return {key: value for key, value in outputs.items() if value is not None}
 
 

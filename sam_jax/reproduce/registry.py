@@ -94,8 +94,9 @@ def seeded_runs(config: str, overrides: Optional[dict] = None, seeds: int = 1,
 
 
 # A metric turns what a run wrote ({"results": results.json, "analysis":
-# analysis.json, "sharpness": metrics.jsonl's sharpness records}, any may be absent) into a number in the paper's units,
-# or None when the run has not written it.
+# analysis.json, "sharpness" / "stability": metrics.jsonl's records of that
+# split}, any may be absent) into a number in the paper's units, or None when
+# the run has not written it.
 Metric = Callable[[dict], Optional[float]]
 
 
@@ -205,6 +206,51 @@ def sharpness_metric(epoch: int, quantity: str) -> Metric:
     return metric
 
 
+# The edge of stability's records (metrics.jsonl's "stability" split,
+# config.sharpness.every_steps): derived quantities beside the records' keys.
+EDGE_KEYS = ("sam_edge", "usam_edge", "two_over_lr")
+
+
+def stability_value(record: dict, quantity: str) -> Optional[float]:
+    """A record's `quantity`: any of its keys, or "edge" (the method's
+    predicted edge: SAM's, else USAM's, else 2 / lr) and "edge_ratio"
+    (lambda_max / edge)."""
+    if quantity in ("edge", "edge_ratio"):
+        edge = next((record[k] for k in EDGE_KEYS if record.get(k) is not None), None)
+        if edge is None or quantity == "edge":
+            return None if edge is None else float(edge)
+        return float(record["lambda_max"]) / edge if edge > 0 else None
+    value = record.get(quantity)
+    return None if value is None else float(value)
+
+
+def stability_metric(quantity: str, when: str) -> Metric:
+    """`quantity` of the stability records at `when`: "last" (the last record),
+    "late" (the mean over the records of the last quarter of the run's steps),
+    "max" (the largest), "first", or "stepN" (the record at step N)."""
+    if when not in ("last", "late", "max", "first") and not re.fullmatch(r"step\d+", when):
+        raise ValueError(f"unknown stability time {when!r}; allowed: last, late, max, "
+                         "first, stepN")
+
+    def metric(outputs: dict) -> Optional[float]:
+        records = sorted(outputs.get("stability") or [], key=lambda r: r["step"])
+        if when.startswith("step"):
+            records = [r for r in records if r["step"] == int(when[4:])]
+        elif when == "late" and records:
+            last = outputs.get("results", {}).get("steps", records[-1]["step"])
+            records = [r for r in records if r["step"] >= 0.75 * last]
+        values = [(r["step"], stability_value(r, quantity)) for r in records]
+        values = [(step, v) for step, v in values if v is not None]
+        if not values:
+            return None
+        if when == "late":
+            return sum(v for _, v in values) / len(values)
+        if when == "max":
+            return max(v for _, v in values)
+        return values[0][1] if when == "first" else values[-1][1]
+    return metric
+
+
 Group = tuple[str, tuple[Run, ...]]  # (label, runs)
 
 
@@ -231,7 +277,8 @@ class Cell:
     column: str  # a column key
     paper: Optional[float]
     runs: tuple[Run, ...] = ()
-    metric: str = "error"  # a METRICS key, or "sharpness:EPOCH:QUANTITY"
+    # a METRICS key, "sharpness:EPOCH:QUANTITY" or "stability:QUANTITY:WHEN"
+    metric: str = "error"
     alternatives: tuple[Group, ...] = ()
 
     def __post_init__(self):
@@ -247,6 +294,9 @@ class Cell:
         if self.metric.startswith("sharpness:"):
             _, epoch, quantity = self.metric.split(":")
             return sharpness_metric(int(epoch), quantity)
+        if self.metric.startswith("stability:"):
+            _, quantity, when = self.metric.split(":")
+            return stability_metric(quantity, when)
         return METRICS[self.metric]
 
 
