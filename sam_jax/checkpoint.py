@@ -254,9 +254,23 @@ def step_item_dir(path: str) -> str:
 
 
 def read_tree(path: str) -> Any:
-    """A saved train state as nested dicts of numpy arrays (no target needed)."""
+    """A saved train state as nested dicts of numpy arrays (no target needed).
+
+    Every array is read onto one local device first: without a target, orbax
+    restores the shardings it saved, and refuses ("Topology mismatch") those
+    of a run on other devices, such as every multi-process run.
+    """
+    item = step_item_dir(path)
     with quiet_orbax():
-        return ocp.StandardCheckpointer().restore(step_item_dir(path))
+        checkpointer = ocp.StandardCheckpointer()
+        metadata = checkpointer.metadata(item)
+        tree = getattr(metadata, "item_metadata", metadata)
+        tree = getattr(tree, "tree", tree)
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = jax.tree_util.tree_map(
+            lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+            tree)
+        return jax.tree_util.tree_map(np.asarray, checkpointer.restore(item, target))
 
 
 class CheckpointMismatchError(ValueError):

@@ -26,8 +26,9 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "auto", ["auto", "yes", "no"],
     "Call jax.distributed.initialize() (multi-host runs). 'auto': when launched "
-    "by SLURM with more than one task, or on a multi-host TPU (JAX detects the "
-    "coordinator from the environment).")
+    "by SLURM with more than one task, or where TPU_WORKER_HOSTNAMES names several "
+    "hosts (GKE; on TPU VMs pass 'yes', as the tpu launcher does). JAX finds the "
+    "coordinator in the environment.")
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "If the workdir holds a run with a different config, "
     "delete it and start afresh (otherwise such a workdir is refused).")

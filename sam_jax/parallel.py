@@ -2,8 +2,10 @@
 
 The state is replicated; batches are split along the example axis. The training
 step runs under `jax.shard_map` so that per-device quantities (the SAM
-perturbation, BatchNorm statistics) keep the official code's semantics; the
-evaluation step is a plain `jit` over the sharded batch.
+perturbation, BatchNorm statistics) keep the official code's semantics; so does
+the evaluation step, whose per-device sums are added in device order. Every sum
+over devices is added in device order (`_family.psum_in_device_order`), so a run
+on 2 processes of 2 devices is bitwise the run on 1 process of 4.
 """
 
 import jax
@@ -11,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from sam_jax._family import psum_in_device_order
 from sam_jax.steps import AXIS
 
 
@@ -55,5 +58,11 @@ def shard_train_step(per_device_step, mesh: Mesh):
 
 
 def jit_eval_step(eval_step, mesh: Mesh):
-    return jax.jit(eval_step, in_shardings=(replicated(mesh), batch_sharded(mesh)),
-                   out_shardings=replicated(mesh))
+    """jit(shard_map(eval_step)): `eval_step(state, batch)` returns sums over the
+    examples it is given; each device sums its slice, and the devices' sums are
+    added in device order (a plain jit's all-reduce adds them in an order that
+    depends on the process layout)."""
+    def per_device(state, batch):
+        return psum_in_device_order(eval_step(state, batch), AXIS)
+    return jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(AXIS)),
+                                 out_specs=P()))

@@ -100,3 +100,41 @@ def test_jit_eval_step_reads_a_sharded_batch_and_returns_replicated_sums():
                                rtol=1e-5)
     assert int(out["label_sum"]) == batch["label"].sum()
     assert all(v.sharding.is_fully_replicated for v in out.values())
+
+
+@pytest.mark.parametrize("mean", [False, True])
+def test_psum_in_device_order_adds_left_to_right_like_a_numpy_loop(mean):
+    """Bitwise the float32 sum x_0 + x_1 + ... + x_7 (then / 8), added in
+    device order; integers exactly (their mean in float, as lax.pmean's); a leaf the devices share is its own mean
+    (8 times itself as a sum)."""
+    from sam_jax._family import psum_in_device_order
+    mesh = parallel.make_mesh()
+    n = mesh.size
+    rng = np.random.default_rng(0)
+    # Magnitudes far apart, so that the order of the additions shows in the bits;
+    # 13 elements: not a multiple of the 8 slices.
+    per_device = {"a": (rng.normal(size=(n, 13)) * 10.0 ** rng.integers(-4, 5, (n, 13))
+                        ).astype(np.float32),
+                  "b": rng.normal(size=(n, 2, 3)).astype(np.float32),
+                  "count": rng.integers(0, 100, (n, 4)).astype(np.int32)}
+    shared = rng.normal(size=(5,)).astype(np.float32)
+
+    def per_device_fn(tree, shared):
+        tree = jax.tree_util.tree_map(lambda x: x[0], tree)
+        return psum_in_device_order({**tree, "shared": shared}, AXIS, mean=mean)
+
+    out = jax.jit(jax.shard_map(per_device_fn, mesh=mesh, in_specs=(P(AXIS), P()),
+                                out_specs=P()))(per_device, shared)
+    for name in ("a", "b"):
+        expected = per_device[name][0]
+        for j in range(1, n):
+            expected = expected + per_device[name][j]
+        if mean:
+            expected = expected / np.float32(n)
+        assert out[name].dtype == np.float32
+        np.testing.assert_array_equal(np.asarray(out[name]), expected)
+    count = per_device["count"].sum(0)
+    np.testing.assert_array_equal(np.asarray(out["count"]),
+                                  count / np.float32(n) if mean else count)
+    np.testing.assert_array_equal(np.asarray(out["shared"]),
+                                  shared if mean else shared * np.float32(n))

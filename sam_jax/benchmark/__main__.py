@@ -16,6 +16,9 @@ Cases (--cases picks some; the default set unless named):
   conv_vs_torch   that layer's forward, and forward + both gradients:
                   sam_jax / torch (not in the default set)               (none)
   m_sharpness_sequential  the same with group_map "sequential" (not default)
+  device_sums     the trainer's mean over devices, added in device order, /
+                  lax.pmean's, and the difference / the SAM step; needs
+                  several devices (not default)                          (none)
   methods         each method's step (sam_jax.methods, or --methods=...) / the
                   sgd method's step, with its declared cost (not default)
   bf16            SAM step time and peak memory, bfloat16 / float32; SAM / SGD

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from sam_jax import methods as methods_lib
 from sam_jax import parallel
+from sam_jax._family import psum_in_device_order
 from sam_jax.benchmark import harness
 from sam_jax.benchmark import workloads as wl
 from sam_jax.models import conv as conv_module
@@ -190,6 +191,16 @@ def run_setup(setup: wl.Setup, wanted: set, settings: Settings, mesh, repeats: i
                 for framework in ("jax", "torch") for backward in (False, True)})
         except ImportError as error:  # none of the four is timed
             notes["conv_torch_skipped"] = f"torch is not importable ({error})"
+    if "device_sums" in wanted:
+        params = compiled["sam"].state.params  # its shapes (the case needs "sam")
+        for name, mean_fn in (("device_sum_ordered", _ordered_mean),
+                              ("device_sum_lax", jax.lax.pmean)):
+            workloads[name] = wl.DeviceSumWorkload(mesh, params, mean_fn)
+        notes["device_sum_max_abs_difference"] = max(
+            float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+                jax.tree_util.tree_leaves(workloads["device_sum_ordered"].result),
+                jax.tree_util.tree_leaves(workloads["device_sum_lax"].result)))
+        notes["devices"] = mesh.size
     if "compile_time" in wanted:
         log(f"  timing {repeats} fresh compiles of sam and sgd ({setup.label})")
         notes["compile_seconds"] = time_compiles(
@@ -384,6 +395,26 @@ def _conv_vs_torch(case, m):
     return rows
 
 
+def _ordered_mean(tree, axis_name):
+    return psum_in_device_order(tree, axis_name, mean=True)
+
+
+def _device_sums(case, m):
+    """The trainer's mean over devices (added in device order, so that a run
+    is the same however its devices are spread over processes) against
+    lax.pmean's, on a parameter-shaped tree; and what the difference costs per
+    SAM step (one such mean of the gradient per step)."""
+    timings = m.timings["main"]
+    extra = timings["device_sum_ordered"]["median_s"] - timings["device_sum_lax"]["median_s"]
+    return [_time_ratio(case, m, "main", "device-order mean s / lax.pmean s",
+                        "device_sum_ordered", "device_sum_lax", devices=m.notes["main"]["devices"],
+                        max_abs_difference=m.notes["main"]["device_sum_max_abs_difference"]),
+            harness.case_row(case.name, m.setup("main").label,
+                             "(device-order mean s - lax.pmean s) / SAM step s", extra,
+                             timings["sam"]["median_s"], unit="s",
+                             devices=m.notes["main"]["devices"])]
+
+
 def _methods(case, m):
     """Each method's step time / the sgd method's, with the declared cost."""
     rows = []
@@ -415,6 +446,8 @@ CASES = {case.name: case for case in [
     Case("m_sharpness_sequential", {"main": {"sam", "sam_m_div8_sequential"}},
          _m_sharpness("sequential"), default=False),
     Case("conv_vs_torch", {"main": {"conv_vs_torch"}}, _conv_vs_torch, default=False),
+    # The trainer's device-order mean against lax.pmean (needs several devices).
+    Case("device_sums", {"main": {"sam", "device_sums"}}, _device_sums, default=False),
     # Every method's step (issue 15's cost table): many compiles, not default.
     Case("methods", lambda settings: {"main": {METHOD_PREFIX + name for name in
                                                set(settings.methods) | {"sgd"}}},

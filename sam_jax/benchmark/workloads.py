@@ -409,3 +409,34 @@ class ConvLayerWorkload:
 
     def finite(self) -> bool:
         return self.all_finite(self.outputs)
+
+
+class DeviceSumWorkload:
+    """One mean over the mesh's devices of a tree shaped like the model's
+    parameters (each device holding its own values, as each holds its own
+    gradient), per call: `mean_fn(tree, axis_name)` inside shard_map."""
+
+    def __init__(self, mesh, params, mean_fn):
+        from jax.sharding import NamedSharding, PartitionSpec as P
+        axis = mesh.axis_names[0]
+        # Leaf shapes with a leading device axis; each device's values differ.
+        keys = iter(jax.random.split(jax.random.PRNGKey(0),
+                                     len(jax.tree_util.tree_leaves(params))))
+        per_device = jax.tree_util.tree_map(
+            lambda p: jax.random.normal(next(keys), (mesh.size,) + p.shape, p.dtype),
+            params)
+        self.tree = jax.device_put(per_device, NamedSharding(mesh, P(axis)))
+        self.mean = jax.jit(jax.shard_map(
+            lambda t: mean_fn(jax.tree_util.tree_map(lambda x: x[0], t), axis),
+            mesh=mesh, in_specs=P(axis), out_specs=P()))
+        self.examples_per_call = 1
+        self.result = jax.block_until_ready(self.mean(self.tree))  # compiled, untimed
+
+    def __call__(self) -> float:
+        start = time.perf_counter()
+        self.result = jax.block_until_ready(self.mean(self.tree))
+        return time.perf_counter() - start
+
+    def finite(self) -> bool:
+        return all(bool(jnp.all(jnp.isfinite(x)))
+                   for x in jax.tree_util.tree_leaves(self.result))
