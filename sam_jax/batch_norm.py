@@ -1,6 +1,7 @@
 """BatchNorm with statistics from elsewhere: frozen (the running statistics,
-for finetuning) or given (the statistics of a larger batch, for m-sharpness
-without BatchNorm over m examples).
+for finetuning) or pooled (over the device batch while its groups of m
+examples each have their own weights, for m-sharpness without BatchNorm over m
+examples).
 
 Finetuning (the paper's Table 3, as in the official code) keeps the pretrained
 BatchNorm statistics: in the training step the layers behave as at evaluation
@@ -93,16 +94,34 @@ def recording_batch_statistics(store: dict):
 
 
 @contextlib.contextmanager
-def given_batch_statistics(stats: dict):
-    """Within it, each training BatchNorm normalises with the (mean, var) that
-    `stats` holds for its module path (constants: no gradient through them),
-    and updates nothing. For the per-group passes of m-sharpness with the
-    statistics of the device's batch (`config.sam.batch_norm = "device"`)."""
+def pooled_batch_statistics(axis_name: str):
+    """Within it, each training BatchNorm normalises with the statistics of its
+    input pooled over the vmap axis `axis_name` (gradients flow through them)
+    and moves its running statistics towards them. For m-sharpness with
+    BatchNorm over the device batch (`config.sam.batch_norm = "device"`): the
+    device's groups of m examples are vmapped, each with its own (perturbed)
+    weights, and every layer sees the mean and variance of the whole batch,
+    as one pass over it would compute them."""
     def interceptor(next_fun, args, kwargs, context):
         if not _is_training_batch_norm(context):
             return next_fun(*args, **kwargs)
-        mean, var = stats[tuple(context.module.scope.path)]
-        return _normalize(context.module, args[0], jax.lax.stop_gradient(mean),
-                          jax.lax.stop_gradient(var))
+        module, x = context.module, args[0]
+        if kwargs.get("mask") is not None:
+            raise ValueError("pooled_batch_statistics: BatchNorm with a mask is not "
+                             "supported")
+        feature_axes = _canonical_axes(x.ndim, module.axis)
+        reduce = tuple(a for a in range(x.ndim) if a not in feature_axes)
+        shape = [x.shape[a] if a in feature_axes else 1 for a in range(x.ndim)]
+        x32 = x.astype(jnp.float32)
+        # Groups have equal sizes, so the mean of their means is the batch's.
+        mean = jax.lax.pmean(jnp.mean(x32, axis=reduce), axis_name)
+        var = jax.lax.pmean(jnp.mean(jnp.square(x32 - mean.reshape(shape)), axis=reduce),
+                            axis_name)
+        if module.is_mutable_collection("batch_stats"):
+            for name, value in (("mean", mean), ("var", var)):
+                running = module.get_variable("batch_stats", name)
+                module.put_variable("batch_stats", name,
+                                    module.momentum * running + (1 - module.momentum) * value)
+        return _normalize(module, x, mean, var)
     with nn.intercept_methods(interceptor):
         yield

@@ -95,8 +95,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.sam.group_map = "vmap"
     # BatchNorm statistics: "group" (each group of m examples normalises with
     # its own, as the official code's per-device batches do) or "device" (the
-    # statistics of the device's batch at w, in both passes, whatever m: the
-    # m-sharpness of small m without BatchNorm over m examples).
+    # statistics of the device's batch (of a microbatch with grad_accum_steps),
+    # each group's examples through its own weights, gradients through them:
+    # the m-sharpness of small m without BatchNorm over m examples).
     config.sam.batch_norm = "group"
 
     # The other methods (see the README's methods table for sources).

@@ -51,9 +51,14 @@ def batch_shapes(mesh: Mesh, global_batch_size: int, image_shape) -> dict:
 
 
 def shard_train_step(per_device_step, mesh: Mesh):
-    """jit(shard_map(step)): state replicated, batch split, state buffers donated."""
+    """jit(shard_map(step)): state replicated, batch split, state buffers donated.
+
+    A step with `check_vma = False` (steps.make_train_step's, for BatchNorm
+    pooled over groups) runs unchecked: JAX then neither checks nor types which
+    values vary over devices, and its gradients stay per device as well."""
     step = jax.shard_map(per_device_step, mesh=mesh,
-                         in_specs=(P(), P(AXIS), P()), out_specs=P())
+                         in_specs=(P(), P(AXIS), P()), out_specs=P(),
+                         check_vma=getattr(per_device_step, "check_vma", True))
     return jax.jit(step, donate_argnums=0)
 
 

@@ -16,7 +16,10 @@ The official code's semantics are kept:
   devices every step (the official code averages the per-device running
   statistics at evaluation: the same, since the moving average is linear).
   With `config.sam.batch_norm = "device"` every pass normalises with the
-  device batch's statistics at w instead (see batch_norm.py). With
+  statistics of the whole device batch instead, each group's examples
+  through its own weights, and the gradient flows through them (see
+  batch_norm.pooled_batch_statistics): with rho = 0 any m is then the step of
+  m = the device batch. With
   `freeze_batch_norm` (finetuning) both passes use the running statistics,
   which stay as they are;
 - both passes share the random draws (dropout, Shake-Shake, ShakeDrop): the
@@ -47,6 +50,8 @@ from sam_jax import batch_norm
 from sam_jax._family import group_mean, per_device, pmean
 
 AXIS = "batch"
+# The vmap axis of a device's groups of m examples.
+GROUP_AXIS = "group"
 
 # Training metrics summed between reports (with "steps"); the step info of the
 # method adds perturbation_share/<top-level parameter group> entries.
@@ -228,12 +233,12 @@ def make_train_step(model, method_tx, base_tx, *, examples_per_perturbation: int
         first_group = jax.lax.axis_index(AXIS) * num_groups
         method_state, base_state = state.opt_state
 
-        def apply(params, images, group_index, statistics, first_pass):
+        def apply(params, images, group_index, first_pass):
             rng = jax.random.fold_in(step_key, first_group + group_index)
             if freeze_batch_norm:
                 context = batch_norm.frozen_batch_norm()
-            elif statistics is not None:
-                context = batch_norm.given_batch_statistics(statistics)
+            elif device_statistics:
+                context = batch_norm.pooled_batch_statistics(GROUP_AXIS)
             else:
                 context = contextlib.nullcontext()
             extra = {"true_gradient": True} if first_pass and true_gradient else {}
@@ -242,9 +247,8 @@ def make_train_step(model, method_tx, base_tx, *, examples_per_perturbation: int
                                    images, train=True, mutable=["batch_stats"],
                                    rngs={"dropout": rng}, **extra)
 
-        def group_loss(params, group, group_index, statistics, first_pass):
-            logits, mutated = apply(params, group["image"], group_index, statistics,
-                                    first_pass)
+        def group_loss(params, group, group_index, first_pass):
+            logits, mutated = apply(params, group["image"], group_index, first_pass)
             example_ce = cross_entropy(logits, group["label"], label_smoothing)
             ce = example_ce.mean()
             error = jnp.mean(jnp.argmax(logits, -1) != group["label"])
@@ -255,45 +259,42 @@ def make_train_step(model, method_tx, base_tx, *, examples_per_perturbation: int
         value_and_grad = jax.value_and_grad(group_loss, has_aux=True)
 
         def microbatch_update(groups, indices):
-            """The method's gradient for one microbatch of G_k groups."""
-            statistics, device_batch_stats = None, None
-            if device_statistics:
-                # The device batch's statistics at w, for every pass below; the
-                # running statistics are updated from this (first) pass.
-                store = {}
-                images = groups["image"].reshape((-1,) + groups["image"].shape[2:])
-                with batch_norm.recording_batch_statistics(store):
-                    _, mutated = apply(state.params, images, 0, None, True)
-                statistics, device_batch_stats = store, mutated["batch_stats"]
+            """The method's gradient for one microbatch of G_k groups.
+
+            The groups are vmapped along GROUP_AXIS. With BatchNorm over the
+            device (pooled statistics), the transpose of the pooling adds every
+            group's loss into each group's gradient: a group's gradient is then
+            G_k times that of the microbatch's mean loss with respect to the
+            group's weights, so their mean is the microbatch's gradient."""
             params_per_device = per_device(state.params, AXIS)
 
             def clean(group, index):
-                return value_and_grad(params_per_device, group, index, statistics, True)
-            (_, aux), g = jax.vmap(clean)(groups, indices)
+                return value_and_grad(params_per_device, group, index, True)
+            (_, aux), g = jax.vmap(clean, axis_name=GROUP_AXIS)(groups, indices)
             clean_metrics = {"loss": aux["loss"], "error": aux["error"]}
 
             def grad_fn(weights, indices_of_examples=None):
                 def one(w, group, index, chosen):
                     if chosen is not None:
                         group = jax.tree_util.tree_map(lambda x: x[chosen], group)
-                    (_, p_aux), p_grads = value_and_grad(w, group, index, statistics,
-                                                         False)
+                    (_, p_aux), p_grads = value_and_grad(w, group, index, False)
                     return p_grads, {"loss": p_aux["loss"], "error": p_aux["error"]}
-                return jax.vmap(one)(weights, groups, indices, indices_of_examples)
+                return jax.vmap(one, axis_name=GROUP_AXIS)(weights, groups, indices,
+                                                           indices_of_examples)
 
             extra = {}
             if example_losses:
                 extra["example_losses"] = aux["example_loss"]
                 extra["example_losses_fn"] = lambda weights: jax.vmap(
-                    lambda w, group, index: group_loss(w, group, index, statistics,
-                                                       False)[1]["example_loss"]
-                )(weights, groups, indices)
+                    lambda w, group, index: group_loss(w, group, index,
+                                                       False)[1]["example_loss"],
+                    axis_name=GROUP_AXIS)(weights, groups, indices)
             direction, new_method_state = method_tx.update(
                 g, method_state, state.params,
                 grad_fn=lambda w, indices=None: grad_fn(w, indices),
                 aux=clean_metrics, **extra)
-            batch_stats = (device_batch_stats if device_statistics
-                           else group_mean(aux["batch_stats"]))
+            # Pooled statistics: every group updated them alike.
+            batch_stats = group_mean(aux["batch_stats"])
             return direction, new_method_state, batch_stats, group_mean(clean_metrics)
 
         groups = _split_groups(batch, grad_accum_steps, groups_per_microbatch)
@@ -353,6 +354,10 @@ def make_train_step(model, method_tx, base_tx, *, examples_per_perturbation: int
                 (state.first_nonfinite_step < 0) & ~finite, state.step,
                 state.first_nonfinite_step))
 
+    # Pooling BatchNorm over the vmapped groups is a collective over a vmap
+    # axis, which the varying-axes check of JAX 0.10's shard_map refuses
+    # (parallel.shard_train_step reads this).
+    train_step.check_vma = not device_statistics
     return train_step
 
 

@@ -167,6 +167,11 @@ def validate_method(config, per_device_batch: int) -> None:
     _check(config.sam.group_map in _sam.GROUP_MAPS,
            f"unknown sam.group_map {config.sam.group_map!r}; allowed: "
            f"{_allowed(_sam.GROUP_MAPS)}")
+    # Pooled statistics span the groups of one pass: group_map "sequential"
+    # runs one group per pass, which would quietly make "device" "group".
+    _check(config.sam.batch_norm != "device" or config.sam.group_map == "vmap",
+           "sam.batch_norm='device' needs sam.group_map 'vmap' (got "
+           f"{config.sam.group_map!r}): BatchNorm pools over the groups of one pass")
     for key in ("asam.rho", "asam.eta", "usam.rho", "gsam.rho_max", "gsam.rho_min",
                 "gsam.alpha", "looksam.rho", "looksam.alpha", "esam.rho", "rwp.sigma",
                 "sampa.rho", "extragradient.gamma_scale", "optimistic.alpha",

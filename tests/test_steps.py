@@ -3,6 +3,7 @@ shard_map) against Python loops over the shards with the official semantics:
 SAM, frozen BatchNorm, Shake-Shake's true gradient in the first pass,
 BatchNorm over the device batch, gradient accumulation, skipped steps."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -224,15 +225,18 @@ def test_shake_models_first_pass_takes_the_true_gradient(name, capsys):
 
 # ------------------------------------------------- BatchNorm over the device
 
-def test_batch_norm_over_the_device_batch_with_small_groups():
-    """m = 1 with config.sam.batch_norm 'device': each example perturbs on its
-    own, normalised with its device batch's statistics at w (constants)."""
-    model = get_model("wrn10_1", 10)
-    rng = np.random.default_rng(4)
-    images = rng.normal(size=(32, 8, 8, 1)).astype(np.float32)
-    labels = rng.integers(0, 10, 32).astype(np.int32)
-    variables = model.init(jax.random.PRNGKey(0), images[:1])
-    lr, rho, wd = 0.1, 0.05, 5e-4
+class DenseBatchNormNet(nn.Module):
+    """Dense, BatchNorm, ReLU, Dense: small enough to write out by hand."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.Dense(5)(x.reshape(x.shape[0], -1))
+        x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+        return nn.Dense(3)(x)
+
+
+def device_batch_norm_step(model, variables, images, labels, rho, lr, wd):
+    """One SAM step at m = 1, 4 examples per device, BatchNorm over the device."""
     method = sam_jax.sam(rho, axis_name=steps.AXIS, grouped=True,
                          aux_init=steps.aux_example())
     base = optax.sgd(lr)
@@ -242,38 +246,92 @@ def test_batch_norm_over_the_device_batch_with_small_groups():
     step = parallel.shard_train_step(steps.make_train_step(
         model, method, base, examples_per_perturbation=1, per_device_batch=4,
         weight_decay=wd, label_smoothing=0.0, batch_norm_over="device"), mesh)
-    new = step(jax.device_put(jax.tree_util.tree_map(jnp.copy, state),
-                              parallel.replicated(mesh)),
-               parallel.global_batch(mesh, {"image": images, "label": labels}),
-               jax.random.PRNGKey(0))
+    return step(jax.device_put(jax.tree_util.tree_map(jnp.copy, state),
+                               parallel.replicated(mesh)),
+                parallel.global_batch(mesh, {"image": images, "label": labels}),
+                jax.random.PRNGKey(0))
 
-    # Reference: the statistics of each device's 4 examples, read off a
-    # training-mode pass, given to an evaluation-mode model per example.
+
+def test_batch_norm_over_the_device_batch_with_small_groups():
+    """m = 1 with config.sam.batch_norm 'device': each example perturbs its own
+    weights, and BatchNorm normalises with the statistics of the device's
+    whole batch (each example through its own weights), gradients through
+    them. Reference: the device batch's loss written out in jnp as a function
+    of per-example weights; an example's gradient is 4 x that loss's gradient
+    in its weights."""
+    model = DenseBatchNormNet()
+    rng = np.random.default_rng(4)
+    images = rng.normal(size=(32, 2, 2, 1)).astype(np.float32)
+    labels = rng.integers(0, 3, 32).astype(np.int32)
+    variables = model.init(jax.random.PRNGKey(0), images[:1])
+    lr, rho, wd = 0.1, 0.05, 5e-4
+    new = device_batch_norm_step(model, variables, images, labels, rho, lr, wd)
+
+    def hidden(W, x):
+        return jnp.einsum("nf,nfk->nk", x, W["Dense_0"]["kernel"]) + W["Dense_0"]["bias"]
+
+    def device_loss(W, x, y):  # W: every parameter with a leading example axis
+        h = hidden(W, x)
+        mean, var = h.mean(0), ((h - h.mean(0)) ** 2).mean(0)
+        h = ((h - mean) / jnp.sqrt(var + 1e-5) * W["BatchNorm_0"]["scale"]
+             + W["BatchNorm_0"]["bias"])
+        logits = (jnp.einsum("nf,nfk->nk", jnp.maximum(h, 0), W["Dense_1"]["kernel"])
+                  + W["Dense_1"]["bias"])
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        l2 = 0.5 * sum(jnp.sum(w.reshape(len(x), -1) ** 2, axis=1)
+                       for w in jax.tree_util.tree_leaves(W))
+        return jnp.mean(ce + wd * l2)
+
+    params = variables["params"]
     grads, stats = [], []
     for x, y in zip(np.split(images, 8), np.split(labels, 8)):
-        _, mutated = model.apply(variables, x, train=True, mutable=["batch_stats"])
-        stats.append(mutated["batch_stats"])
-        # Evaluation mode reads running statistics: put the device batch's own
-        # (its mean and biased variance) there, computed from momentum 0.9.
-        device_stats = jax.tree_util.tree_map(
-            lambda new, old: (new - 0.9 * old) / 0.1, mutated["batch_stats"],
-            variables["batch_stats"])
+        x = x.reshape(4, -1)
+        W = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (4,) + a.shape), params)
+        g = jax.tree_util.tree_map(lambda a: 4 * a, jax.grad(device_loss)(W, x, y))
+        norms = jnp.sqrt(sum(jnp.sum(a.reshape(4, -1) ** 2, axis=1)
+                             for a in jax.tree_util.tree_leaves(g)))
+        shifted = jax.tree_util.tree_map(
+            lambda w, a: w + rho * a / norms.reshape((4,) + (1,) * (a.ndim - 1)), W, g)
+        perturbed = jax.grad(device_loss)(shifted, x, y)  # 4 x it / 4 examples
+        grads.append(jax.tree_util.tree_map(lambda a: a.sum(0), perturbed))
+        h = hidden(W, x)
+        old = variables["batch_stats"]["BatchNorm_0"]
+        stats.append({"mean": 0.9 * old["mean"] + 0.1 * h.mean(0),
+                      "var": 0.9 * old["var"] + 0.1 * ((h - h.mean(0)) ** 2).mean(0)})
+    mean = jax.tree_util.tree_map(lambda *g: sum(g) / len(g), *grads)
+    want = jax.tree_util.tree_map(lambda w, g: w - lr * g, params, mean)
+    np.testing.assert_allclose(flat(new.params), flat(want), rtol=1e-4, atol=1e-6)
+    want_stats = jax.tree_util.tree_map(lambda *s: sum(s) / 8, *stats)
+    np.testing.assert_allclose(flat(new.batch_stats["BatchNorm_0"]), flat(want_stats),
+                               rtol=1e-4, atol=1e-6)
 
-        def loss(p, xi, yi):
-            logits = model.apply({"params": p, "batch_stats": device_stats}, xi[None],
-                                 train=False)
-            ce = optax.softmax_cross_entropy_with_integer_labels(logits, yi[None]).mean()
-            return ce + 0.5 * wd * sum(jnp.sum(w ** 2)
-                                       for w in jax.tree_util.tree_leaves(p))
-        for xi, yi in zip(x, y):
-            g = jax.grad(loss)(variables["params"], xi, yi)
-            norm = optax.tree.norm(g)
-            shifted = jax.tree_util.tree_map(lambda w, v: w + rho * v / norm,
-                                             variables["params"], g)
-            grads.append(jax.grad(loss)(shifted, xi, yi))
+
+def test_batch_norm_over_the_device_batch_at_rho_zero_is_the_device_batch_step():
+    """With rho = 0 the groups' weights are all w, so m = 1 with BatchNorm over
+    the device is the plain gradient step of each device's batch (WRN-10-1,
+    whose BatchNorm then sees the batch it sees at m = the device batch)."""
+    model = get_model("wrn10_1", 10)
+    rng = np.random.default_rng(5)
+    images = rng.normal(size=(32, 8, 8, 1)).astype(np.float32)
+    labels = rng.integers(0, 10, 32).astype(np.int32)
+    variables = model.init(jax.random.PRNGKey(0), images[:1])
+    lr, wd = 0.1, 5e-4
+    new = device_batch_norm_step(model, variables, images, labels, 0.0, lr, wd)
+
+    def loss(p, x, y):
+        logits, mutated = model.apply({"params": p, "batch_stats": variables["batch_stats"]},
+                                      x, train=True, mutable=["batch_stats"])
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        return ce + 0.5 * wd * sum(jnp.sum(w ** 2)
+                                   for w in jax.tree_util.tree_leaves(p)), mutated
+    grads, stats = [], []
+    for x, y in zip(np.split(images, 8), np.split(labels, 8)):
+        g, mutated = jax.grad(loss, has_aux=True)(variables["params"], x, y)
+        grads.append(g)
+        stats.append(mutated["batch_stats"])
     mean = jax.tree_util.tree_map(lambda *g: sum(g) / len(g), *grads)
     want = jax.tree_util.tree_map(lambda w, g: w - lr * g, variables["params"], mean)
-    np.testing.assert_allclose(flat(new.params), flat(want), rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(flat(new.params), flat(want), rtol=1e-4, atol=1e-6)
     want_stats = jax.tree_util.tree_map(lambda *s: sum(s) / 8, *stats)
     np.testing.assert_allclose(flat(new.batch_stats), flat(want_stats), rtol=1e-4,
                                atol=1e-6)

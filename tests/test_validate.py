@@ -128,3 +128,14 @@ def test_unknown_compute_dtype_is_refused_naming_what_is_allowed(dtype):
         validate.validate_config(with_value("dtype", dtype), 8)
     assert str(error.value) == (f"unknown dtype {dtype!r}; allowed: float32, "
                                 "bfloat16")
+
+
+def test_batch_norm_over_the_device_needs_the_groups_in_one_pass():
+    config = with_value("sam.batch_norm", "device")
+    validate.validate_config(config, 8)
+    config.sam.group_map = "sequential"
+    with pytest.raises(validate.ConfigError) as error:
+        validate.validate_config(config, 8)
+    assert str(error.value) == ("sam.batch_norm='device' needs sam.group_map 'vmap' "
+                                "(got 'sequential'): BatchNorm pools over the groups "
+                                "of one pass")

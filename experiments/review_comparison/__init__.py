@@ -49,7 +49,11 @@ PILOT_PROTOCOLS = {
            "checkpoint_every_steps": 280}),
 }
 # The comparison's protocol: the pilot's choice (README.md, "The pilot").
-PROTOCOL = PILOT_PROTOCOLS["c"][1]
+PROTOCOL_LABEL, PROTOCOL = PILOT_PROTOCOLS["c"]
+# How the grid and the condition tables are launched (README.md, "Commands"):
+# two local launchers at once, each pinned to one core with taskset, so each
+# run's train seconds are one core's.
+SECONDS_LABEL = "train seconds (one CPU core per run)"
 # Table 4's radius: rho 0.1, 0.05 at 80% noise.
 PAPER_RHO = {"clean": 0.05, "noise40": 0.1, "noise80": 0.05}
 

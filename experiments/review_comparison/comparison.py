@@ -26,9 +26,9 @@ GRID_CONDITION = "noise40"
 GRID_COLUMNS = tuple((f"g{i}", f"grid value {i + 1}") for i in range(3))
 COST_COLUMNS = (("error", "test error %"),
                 ("kilo_gradient_evaluations", "gradient evaluations (k)"),
-                ("train_seconds", "train seconds"))
+                ("train_seconds", study.SECONDS_LABEL))
 # The paper's Table 5, F-MNIST, WRN-28-10, basic augmentation (200 epochs of
-# 60,000 images; ours: WRN-10-1, 10 epochs of 4,000).
+# 60,000 images; ours: study.PROTOCOL).
 PAPER = {("sgd", "error"): 4.57, ("sam", "error"): 3.98}
 
 
@@ -110,8 +110,8 @@ def get_condition_table(condition: str, seeds=None, picks=None) -> registry.Tabl
         f"Fashion-MNIST comparison, {label}: test error % and cost", rows,
         COST_COLUMNS, PAPER if condition == "clean" else {}, runs_for, metric_for,
         unit="test error % / thousands of gradient evaluations / seconds",
-        notes=("Paper: Table 5, WRN-28-10 on all 60,000 images for 200 epochs; "
-               "ours is WRN-10-1 on 4,000 images for 10 epochs, so only the "
+        notes=("Paper: Table 5, WRN-28-10 on all 60,000 images at 28x28 for 200 "
+               f"epochs; ours is WRN-10-1 on {study.PROTOCOL_LABEL}, so only the "
                "ordering compares." if condition == "clean" else ""),
         summary=ranking, plot=pareto_plot)
 
@@ -176,7 +176,7 @@ def pareto_plot(table: registry.Table, cells, path: str) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(13, 5.5), sharey=True)
     for ax, column, xlabel in (
             (axes[0], "kilo_gradient_evaluations", "gradient evaluations (thousands)"),
-            (axes[1], "train_seconds", "train wall-clock seconds (2 CPU cores)")):
+            (axes[1], "train_seconds", study.SECONDS_LABEL)):
         for index, (row, _) in enumerate(table.rows):
             cost, error = rows.get(row, {}).get(column), rows.get(row, {}).get("error")
             if not (cost and error and cost.mean is not None and error.mean is not None):

@@ -5,8 +5,9 @@ Wen, Ma & Li (ICLR 2023): full-batch SAM lowers lambda_max, stochastic SAM
 with small m a trace-like sharpness. Stochastic training
 (sam_behaviour.PROTOCOL: batch 256, 10 epochs of 16 steps, cosine schedule),
 SAM with rho 0.05 and m examples per perturbation, BatchNorm over the whole
-device batch in both passes (sam.batch_norm="device"), so that m changes the
-perturbation only, not BatchNorm's batch. Every 2 epochs the trainer logs, on
+device batch in both passes (sam.batch_norm="device": each group's examples
+through its own weights, gradients through the statistics), so that m changes
+the perturbation only, not BatchNorm's batch. Every 2 epochs the trainer logs, on
 a fixed batch of the first 256 training images (BatchNorm in training mode
 over it, the L2 term included), lambda_max (Lanczos, 10 steps warm-started)
 and Hutchinson's trace (10 Rademacher probes, the same every time).
