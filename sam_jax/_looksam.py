@@ -10,7 +10,7 @@ looksam.py), whose g, g_s and g_v are global (pooled over groups and devices),
 while the full steps perturb per group as SAM does here.
 """
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -30,8 +30,8 @@ class LookSAMState(NamedTuple):
 
 
 def looksam(rho: float, *, k: int = 5, alpha: float = 0.7, eps: float = 1e-12,
-            axis_name: AxisName = None, grouped: bool = False, aux_init=None
-            ) -> optax.GradientTransformationExtraArgs:
+            axis_name: AxisName = None, grouped: bool = False, aux_init=None,
+            full_step: Optional[bool] = None) -> optax.GradientTransformationExtraArgs:
     """LookSAM: a SAM step every k steps; between them, the stored component.
 
     Args:
@@ -39,6 +39,11 @@ def looksam(rho: float, *, k: int = 5, alpha: float = 0.7, eps: float = 1e-12,
       k: the period of full steps (1: SAM on every step).
       alpha: the scale of the reused component.
       eps, axis_name, grouped, aux_init: as in `sam_jax.sam`.
+      full_step: None: a full step where the count is a multiple of k (a
+        lax.cond in the step); False / True: never / always, for a caller that
+        compiles a step of each kind and picks by the step, as `sam`'s
+        second_pass (XLA:CPU runs the convolutions in a conditional about ten
+        times slower).
     """
     check_rho("looksam", rho)
     if not isinstance(k, int) or k < 1:
@@ -61,7 +66,7 @@ def looksam(rho: float, *, k: int = 5, alpha: float = 0.7, eps: float = 1e-12,
         aux = aux if has_aux else None  # the caller may pass it regardless
         g = updates
 
-        def full_step():
+        def full():
             e = jax.vmap(lambda g_k: _sam.perturbation(g_k, params, rho, eps=eps))(g)
             g_s, aux_out = evaluate(grad_fn, add_to_groups(params, e), axis_name,
                                     has_aux)
@@ -77,7 +82,7 @@ def looksam(rho: float, *, k: int = 5, alpha: float = 0.7, eps: float = 1e-12,
                                params=params, axis_name=axis_name)
             return gs_mean, direction, info
 
-        def reuse_step():
+        def reuse():
             g_mean = pool(g, axis_name)
             norm = tree_norm(g_mean)
             out = jax.tree_util.tree_map(
@@ -89,9 +94,11 @@ def looksam(rho: float, *, k: int = 5, alpha: float = 0.7, eps: float = 1e-12,
                                    out), aux=aux, params=params, axis_name=axis_name)
             return out, state.direction, info
 
-        out, direction, info = jax.lax.cond(state.count % k == 0,
-                                            lambda _: full_step(),
-                                            lambda _: reuse_step(), None)
+        if full_step is None:
+            out, direction, info = jax.lax.cond(state.count % k == 0,
+                                                lambda _: full(), lambda _: reuse(), None)
+        else:
+            out, direction, info = full() if full_step else reuse()
         return pmean(out, axis_name), LookSAMState(
             count=optax.safe_increment(state.count), direction=direction, info=info)
 

@@ -37,7 +37,7 @@ gradients keep their norm; a 1e-12 eps is representable), and e is cast back
 to the weights' dtype.
 """
 
-from typing import Any, Callable, NamedTuple, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -144,8 +144,8 @@ def sam(rho: ScalarOrSchedule, *, adaptive: bool = False, eta: float = 0.01,
         asam_leaves: Union[str, Callable] = "weights", ball: str = "l2",
         ascent_steps: int = 1, normalize: bool = True, eps: float = 1e-12,
         axis_name: AxisName = None, sync_perturbation: bool = False,
-        grouped: bool = False, aux_init=None,
-        seed: int = 0) -> optax.GradientTransformationExtraArgs:
+        grouped: bool = False, aux_init=None, seed: int = 0,
+        second_pass: Optional[bool] = None) -> optax.GradientTransformationExtraArgs:
     """SAM as an optax transform: the gradient at w becomes the gradient at w + e(w).
 
     Use it first in a chain:
@@ -179,6 +179,11 @@ def sam(rho: ScalarOrSchedule, *, adaptive: bool = False, eta: float = 0.01,
       aux_init: an example of the aux grad_fn returns beside the gradient
         (None: it returns the gradient only); see the module docstring.
       seed: the random direction's draws (ball "random"), folded with the step.
+      second_pass: None: skipped where rho is 0, as above (for a schedule, by
+        a lax.cond on rho_t in the step); False / True: never / always, for a
+        caller that knows the phase of training and compiles a step per phase
+        (the trainer's late-phase SAM: XLA:CPU runs the convolutions inside a
+        conditional about ten times slower).
 
     Returns:
       An `optax.GradientTransformationExtraArgs` whose `update` needs
@@ -201,7 +206,8 @@ def sam(rho: ScalarOrSchedule, *, adaptive: bool = False, eta: float = 0.01,
                          f"(got ball={ball!r}, adaptive={adaptive}, normalize={normalize})")
     if sync_perturbation and not (axis_names(axis_name) or grouped):
         raise ValueError("sam: sync_perturbation=True needs an axis_name or groups")
-    skip = may_skip(rho)
+    skip = may_skip(rho) if second_pass is None else (
+        "never" if second_pass else "always")
     has_aux = aux_init is not None
 
     def init_fn(params):

@@ -35,6 +35,10 @@ class Context:
     learning_rate: optax.Schedule  # the base optimizer's schedule
     total_steps: int
     seed: int
+    # The second pass of sam / asam / usam (and LookSAM's full step): None
+    # decides inside the step; False / True: never / always, for a trainer that
+    # picks a step by second_pass_schedule.
+    second_pass: Optional[bool] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,12 +89,40 @@ def rho_factor(config, total_steps: int, learning_rate) -> Optional[Callable]:
     return factor
 
 
+# Methods whose second pass is skipped while their scheduled radius is 0.
+_SKIP_AT_ZERO_RADIUS = ("sam", "asam", "usam")
+
+
+def second_pass_schedule(config, total_steps: int) -> Optional[Callable[[int], bool]]:
+    """step -> whether the method makes its second pass at that step, for the
+    methods where that depends on the step alone; None for the others.
+
+    Late-phase SAM (sam, asam, usam with rho_schedule.start_fraction): from
+    rho_factor's start step on. LookSAM: every k-th step, from step 0 (the
+    optimizer's count is the step). The trainer compiles a step with and one
+    without the pass (Context.second_pass) and picks by this, rather than a
+    lax.cond inside one step: XLA:CPU runs the convolutions inside a
+    conditional about ten times slower (0.65 against 7-9 SAM steps/s in
+    experiments/review_comparison's grid)."""
+    if config.method == "looksam":
+        k = config.looksam.k
+        return lambda step: step % k == 0
+    if config.rho_schedule.start_fraction and config.method in _SKIP_AT_ZERO_RADIUS:
+        start = round(config.rho_schedule.start_fraction * total_steps)  # rho_factor's
+        return lambda step: step >= start
+    return None
+
+
 def _radius(value: float, factor):
     return value if factor is None else (lambda count: value * factor(count))
 
 
 def _common(ctx: Context) -> dict:
     return dict(axis_name=ctx.axis_name, grouped=True, aux_init=ctx.aux_init)
+
+
+def _second_pass(ctx: Context) -> dict:
+    return {} if ctx.second_pass is None else {"second_pass": ctx.second_pass}
 
 
 def _factor(config, ctx):
@@ -105,18 +137,21 @@ def _build_sam(config, ctx):
     c = config.sam
     return _sam.sam(_radius(c.rho, _factor(config, ctx)), adaptive=c.adaptive, eta=c.eta,
                     asam_leaves=c.asam_leaves, ball=c.ball, ascent_steps=c.ascent_steps,
-                    sync_perturbation=c.sync_perturbation, seed=ctx.seed, **_common(ctx))
+                    sync_perturbation=c.sync_perturbation, seed=ctx.seed, **_common(ctx),
+                    **_second_pass(ctx))
 
 
 def _build_asam(config, ctx):
     c = config.asam
     return _sam.asam(_radius(c.rho, _factor(config, ctx)), eta=c.eta, leaves=c.leaves,
-                     sync_perturbation=config.sam.sync_perturbation, **_common(ctx))
+                     sync_perturbation=config.sam.sync_perturbation, **_common(ctx),
+                     **_second_pass(ctx))
 
 
 def _build_usam(config, ctx):
     return _sam.usam(_radius(config.usam.rho, _factor(config, ctx)),
-                     sync_perturbation=config.sam.sync_perturbation, **_common(ctx))
+                     sync_perturbation=config.sam.sync_perturbation, **_common(ctx),
+                     **_second_pass(ctx))
 
 
 def _build_gsam(config, ctx):
@@ -128,7 +163,9 @@ def _build_gsam(config, ctx):
 
 def _build_looksam(config, ctx):
     c = config.looksam
-    return _looksam.looksam(c.rho, k=c.k, alpha=c.alpha, **_common(ctx))
+    return _looksam.looksam(c.rho, k=c.k, alpha=c.alpha, **_common(ctx),
+                            **({} if ctx.second_pass is None
+                               else {"full_step": ctx.second_pass}))
 
 
 def _build_esam(config, ctx):

@@ -66,13 +66,14 @@ class TrainingChain(NamedTuple):
     tx: optax.GradientTransformationExtraArgs
 
 
-def training_chain(config, total_steps: int,
-                   steps_per_epoch: Optional[int] = None) -> TrainingChain:
-    """The method (grouped form, per-device axis) and the base optimizer."""
+def training_chain(config, total_steps: int, steps_per_epoch: Optional[int] = None,
+                   second_pass: Optional[bool] = None) -> TrainingChain:
+    """The method (grouped form, per-device axis) and the base optimizer;
+    `second_pass` as methods.Context's."""
     schedule = optimizers.learning_rate_schedule(config, total_steps, steps_per_epoch)
     method = methods.make_method(config, methods.Context(
         axis_name=steps.AXIS, aux_init=steps.aux_example(), learning_rate=schedule,
-        total_steps=total_steps, seed=config.seed))
+        total_steps=total_steps, seed=config.seed, second_pass=second_pass))
     base = methods.base_optimizer(config, total_steps, steps_per_epoch)
     return TrainingChain(method, base, optax.chain(method, base))
 
@@ -260,11 +261,18 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                                 f"{inputs.num_train_examples} training examples")
 
     model = get_model(config.model.name, spec.num_classes, config.dtype)
-    chain = training_chain(config, total_steps, steps_per_epoch)
+    # Late-phase SAM and LookSAM: a step with the second pass and one without,
+    # picked by the step (methods.second_pass_schedule); they share the state.
+    second_pass_at = methods.second_pass_schedule(config, total_steps)
+    chain = training_chain(config, total_steps, steps_per_epoch,
+                           second_pass=None if second_pass_at is None else True)
     tx = chain.tx
     num_epochs = total_steps // steps_per_epoch
     p_train_step = parallel.shard_train_step(
         train_step_from_config(config, model, chain, num_devices), mesh)
+    p_one_pass_step = None if second_pass_at is None else parallel.shard_train_step(
+        train_step_from_config(config, model, training_chain(
+            config, total_steps, steps_per_epoch, second_pass=False), num_devices), mesh)
     p_eval_step = parallel.jit_eval_step(steps.make_eval_step(model), mesh)
 
     def starting_state(finetune: bool):
@@ -336,9 +344,11 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     base_key = jax.random.PRNGKey(config.seed)
     train_batches = inputs.train_batches(start_step, total_steps)
     # Compiled before the clock starts: train_seconds leave compilation out.
-    compiled_step = p_train_step.lower(
-        state, parallel.batch_shapes(mesh, config.batch_size, inputs.image_shape),
-        base_key).compile()
+    batch_shapes = parallel.batch_shapes(mesh, config.batch_size, inputs.image_shape)
+    compiled_step = p_train_step.lower(state, batch_shapes, base_key).compile()
+    compiled_one_pass_step = (
+        None if p_one_pass_step is None
+        else p_one_pass_step.lower(state, batch_shapes, base_key).compile())
     stopwatch = Stopwatch(float(jax.device_get(state.train_seconds)))
 
     def with_seconds(state):
@@ -418,7 +428,10 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             measure_stability(state, 0)
         stopwatch.start()
         for step, batch in zip(range(start_step, total_steps), train_batches):
-            state = compiled_step(state, batch, base_key)
+            if second_pass_at is None or second_pass_at(step):
+                state = compiled_step(state, batch, base_key)
+            else:
+                state = compiled_one_pass_step(state, batch, base_key)
             done = step + 1
             if done % config.log_every_steps == 0 or done == total_steps:
                 check_finite(state)

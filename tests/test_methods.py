@@ -3,6 +3,8 @@ config and makes one grouped update of the declared cost; the settings a
 method cannot run under are refused; the rho schedules; optax's optimistic
 gradient descent as the `optimistic` base, against its closed form."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -109,6 +111,49 @@ def test_late_phase_steps_cost_one_pass_until_the_start():
             for a, b in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(g)):
                 np.testing.assert_allclose(a, np.mean(b, axis=0), rtol=1e-6)
     assert made == [1.0, 1.0, 2.0, 2.0]
+
+
+@pytest.mark.parametrize("method", ["sam", "asam", "usam", "looksam"])
+def test_steps_picked_by_the_second_pass_schedule_equal_the_cond(method):
+    """The trainer's late-phase SAM and LookSAM (a transform with
+    Context.second_pass True and one with False, picked per step by
+    second_pass_schedule) make the updates, states and costs of the one
+    transform that decides by lax.cond inside the step."""
+    config = config_schema.base_config()
+    config.method = method
+    config.rho_schedule.start_fraction = 0.5 if method != "looksam" else 0.0
+    config.looksam.k = 3
+    at = methods.second_pass_schedule(config, 6)
+    want_schedule = ([True, False, False, True, False, False] if method == "looksam"
+                     else [False, False, False, True, True, True])
+    assert [at(step) for step in range(6)] == want_schedule
+    params, g, aux, grad_fn, _ = grouped_problem()
+
+    def make(second_pass):
+        tx = methods.make_method(config, dataclasses.replace(context(total_steps=6),
+                                                             second_pass=second_pass))
+        return tx, jax.jit(lambda g, s: tx.update(g, s, params, grad_fn=grad_fn, aux=aux))
+    cond_tx, cond_update = make(None)
+    updates = {True: make(True)[1], False: make(False)[1]}
+    cond_state = picked_state = cond_tx.init(params)
+    for step in range(6):
+        want, cond_state = cond_update(g, cond_state)
+        got, picked_state = updates[at(step)](g, picked_state)
+        for a, b in zip(jax.tree_util.tree_leaves((got, picked_state)),
+                        jax.tree_util.tree_leaves((want, cond_state)), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    # Each transform makes its passes whatever the step: no cond inside.
+    for second_pass, evaluations in ((False, 1.0), (True, 2.0)):
+        for state in (cond_tx.init(params), picked_state):
+            _, state = updates[second_pass](g, state)
+            assert float(state.info.gradient_evaluations) == evaluations
+
+
+def test_no_second_pass_schedule_where_the_step_decides_nothing():
+    config = config_schema.base_config()
+    assert methods.second_pass_schedule(config, 4) is None  # sam, constant rho
+    config.rho_schedule.start_fraction, config.method = 0.5, "rwp"
+    assert methods.second_pass_schedule(config, 4) is None  # never skips a pass
 
 
 @pytest.mark.parametrize("method, overrides, message", [

@@ -43,3 +43,22 @@ def test_every_method_trains_through_the_loop(name, tmp_path):
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     train_row = next(r for r in rows if r["split"] == "train")
     assert train_row["total_gradient_evaluations"] == pytest.approx(made)
+
+
+def test_late_phase_sam_trains_through_the_loop_with_a_step_per_phase(tmp_path):
+    """rho_schedule.start_fraction 0.5 of 4 steps: the loop runs the step
+    without the second pass at steps 0 and 1 and the SAM step at 2 and 3
+    (methods.second_pass_schedule), so the ledger holds 1 + 1 + 2 + 2 passes
+    and the logged radius is 0, then rho."""
+    config = load_config("configs/quickstart.py")
+    config.model.name = "wrn10_1"
+    config.rho_schedule.start_fraction = 0.5
+    config.update(batch_size=16, num_steps=4, log_every_steps=2, eval_batch_size=512)
+    results = train.train_and_evaluate(config, str(tmp_path))
+    assert results["gradient_evaluations"] == pytest.approx(6)
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    train_rows = [r for r in rows if r["split"] == "train"]
+    assert [r["step"] for r in train_rows] == [2, 4]
+    assert [r["total_gradient_evaluations"] for r in train_rows] == pytest.approx([2, 6])
+    assert train_rows[0]["rho"] == 0.0
+    assert train_rows[1]["rho"] == pytest.approx(config.sam.rho)
