@@ -70,14 +70,15 @@ def _is_training_batch_norm(context) -> bool:
             and not module.is_initializing() and not module.use_running_average)
 
 
-def _batch_statistics(module: nn.BatchNorm, x):
-    """The mean and variance over every axis but the features, in float32."""
+def _batch_statistics(module: nn.BatchNorm, x, pool=lambda v: v):
+    """The mean and variance over every axis but the features, in float32;
+    `pool` combines each over other parts of the batch (an axis's pmean)."""
     feature_axes = _canonical_axes(x.ndim, module.axis)
     reduce = tuple(a for a in range(x.ndim) if a not in feature_axes)
     x32 = x.astype(jnp.float32)
-    mean = jnp.mean(x32, axis=reduce)
-    return mean, jnp.mean(jnp.square(x32 - mean.reshape(
-        [x.shape[a] if a in feature_axes else 1 for a in range(x.ndim)])), axis=reduce)
+    mean = pool(jnp.mean(x32, axis=reduce))
+    return mean, pool(jnp.mean(jnp.square(x32 - mean.reshape(
+        [x.shape[a] if a in feature_axes else 1 for a in range(x.ndim)])), axis=reduce))
 
 
 @contextlib.contextmanager
@@ -109,14 +110,9 @@ def pooled_batch_statistics(axis_name: str):
         if kwargs.get("mask") is not None:
             raise ValueError("pooled_batch_statistics: BatchNorm with a mask is not "
                              "supported")
-        feature_axes = _canonical_axes(x.ndim, module.axis)
-        reduce = tuple(a for a in range(x.ndim) if a not in feature_axes)
-        shape = [x.shape[a] if a in feature_axes else 1 for a in range(x.ndim)]
-        x32 = x.astype(jnp.float32)
         # Groups have equal sizes, so the mean of their means is the batch's.
-        mean = jax.lax.pmean(jnp.mean(x32, axis=reduce), axis_name)
-        var = jax.lax.pmean(jnp.mean(jnp.square(x32 - mean.reshape(shape)), axis=reduce),
-                            axis_name)
+        mean, var = _batch_statistics(module, x,
+                                      pool=lambda v: jax.lax.pmean(v, axis_name))
         if module.is_mutable_collection("batch_stats"):
             for name, value in (("mean", mean), ("var", var)):
                 running = module.get_variable("batch_stats", name)

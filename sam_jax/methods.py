@@ -121,8 +121,9 @@ def _common(ctx: Context) -> dict:
     return dict(axis_name=ctx.axis_name, grouped=True, aux_init=ctx.aux_init)
 
 
-def _second_pass(ctx: Context) -> dict:
-    return {} if ctx.second_pass is None else {"second_pass": ctx.second_pass}
+def _second_pass(ctx: Context, keyword: str = "second_pass") -> dict:
+    """Context.second_pass as the transform's keyword, where it is set."""
+    return {} if ctx.second_pass is None else {keyword: ctx.second_pass}
 
 
 def _factor(config, ctx):
@@ -164,8 +165,7 @@ def _build_gsam(config, ctx):
 def _build_looksam(config, ctx):
     c = config.looksam
     return _looksam.looksam(c.rho, k=c.k, alpha=c.alpha, **_common(ctx),
-                            **({} if ctx.second_pass is None
-                               else {"full_step": ctx.second_pass}))
+                            **_second_pass(ctx, "full_step"))
 
 
 def _build_esam(config, ctx):

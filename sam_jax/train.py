@@ -346,9 +346,12 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     # Compiled before the clock starts: train_seconds leave compilation out.
     batch_shapes = parallel.batch_shapes(mesh, config.batch_size, inputs.image_shape)
     compiled_step = p_train_step.lower(state, batch_shapes, base_key).compile()
+    # Compiled only if a step still to run needs it (not when resuming late-phase
+    # SAM after its start).
     compiled_one_pass_step = (
-        None if p_one_pass_step is None
-        else p_one_pass_step.lower(state, batch_shapes, base_key).compile())
+        p_one_pass_step.lower(state, batch_shapes, base_key).compile()
+        if p_one_pass_step is not None and not all(
+            second_pass_at(step) for step in range(start_step, total_steps)) else None)
     stopwatch = Stopwatch(float(jax.device_get(state.train_seconds)))
 
     def with_seconds(state):

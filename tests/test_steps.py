@@ -237,19 +237,9 @@ class DenseBatchNormNet(nn.Module):
 
 def device_batch_norm_step(model, variables, images, labels, rho, lr, wd):
     """One SAM step at m = 1, 4 examples per device, BatchNorm over the device."""
-    method = sam_jax.sam(rho, axis_name=steps.AXIS, grouped=True,
-                         aux_init=steps.aux_example())
-    base = optax.sgd(lr)
-    state = steps.new_train_state(variables["params"], variables["batch_stats"],
-                                  optax.chain(method, base).init(variables["params"]))
-    mesh = parallel.make_mesh()
-    step = parallel.shard_train_step(steps.make_train_step(
-        model, method, base, examples_per_perturbation=1, per_device_batch=4,
-        weight_decay=wd, label_smoothing=0.0, batch_norm_over="device"), mesh)
-    return step(jax.device_put(jax.tree_util.tree_map(jnp.copy, state),
-                               parallel.replicated(mesh)),
-                parallel.global_batch(mesh, {"image": images, "label": labels}),
-                jax.random.PRNGKey(0))
+    return one_step(model, variables, images, labels, rho=rho, base=optax.sgd(lr),
+                    weight_decay=wd, examples_per_perturbation=1, per_device_batch=4,
+                    batch_norm_over="device")
 
 
 def test_batch_norm_over_the_device_batch_with_small_groups():
@@ -339,15 +329,18 @@ def test_batch_norm_over_the_device_batch_at_rho_zero_is_the_device_batch_step()
 
 # ----------------------------------------------- accumulation and skipped steps
 
-def one_step(model, variables, images, labels, **settings):
-    method = sam_jax.sam(0.1, axis_name=steps.AXIS, grouped=True,
+def one_step(model, variables, images, labels, rho=0.1, base=None, weight_decay=5e-4,
+             **settings):
+    """One SAM step on the 8 devices (base: SGD, lr 0.1, momentum 0.9)."""
+    method = sam_jax.sam(rho, axis_name=steps.AXIS, grouped=True,
                          aux_init=steps.aux_example())
-    base = optax.sgd(0.1, momentum=0.9)
+    base = base or optax.sgd(0.1, momentum=0.9)
     state = steps.new_train_state(variables["params"], variables["batch_stats"],
                                   optax.chain(method, base).init(variables["params"]))
     mesh = parallel.make_mesh()
     step = parallel.shard_train_step(steps.make_train_step(
-        model, method, base, weight_decay=5e-4, label_smoothing=0.0, **settings), mesh)
+        model, method, base, weight_decay=weight_decay, label_smoothing=0.0,
+        **settings), mesh)
     return step(jax.device_put(jax.tree_util.tree_map(jnp.copy, state),
                                parallel.replicated(mesh)),
                 parallel.global_batch(mesh, {"image": images, "label": labels}),
