@@ -235,8 +235,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("extragradient", "gradient at w - gamma g (a descent extrapolation)",
            "Korpelevich 1976", _build_extragradient, _fixed("2", "2"),
            clean_pass_true_gradient=True),
-    Method("optimistic", "optax.optimistic_gradient_descent: (alpha + beta) g_t - "
-           "beta g_{t-1}", "Popov 1980; Daskalakis et al., ICLR 2018", _build_sgd,
+    Method("optimistic", "(alpha + beta) g_t - beta g_{t-1} (optax's optimistic "
+           "gradient) into the base optimizer", "Popov 1980; Daskalakis et al., ICLR 2018", _build_sgd,
            _fixed("1", "1"), base="optimistic"),
     Method("entropy_sgd", "L Langevin steps on the coupled loss; outer step x - mu",
            "Chaudhari et al., ICLR 2017", _build_entropy_sgd,
@@ -266,8 +266,13 @@ def base_optimizer(config, total_steps: int, steps_per_epoch=None
         return optimizers.make_optimizer(config, total_steps, steps_per_epoch)
     schedule = optimizers.learning_rate_schedule(config, total_steps, steps_per_epoch)
     if method.base == "optimistic":
-        inner = optax.optimistic_gradient_descent(
-            schedule, alpha=config.optimistic.alpha, beta=config.optimistic.beta)
+        # optax's optimistic gradient fed to the config's base optimizer, as
+        # optax.optimistic_adam_v2 feeds Adam, so it steps with the momentum every
+        # other method has; at momentum 0 this is optax.optimistic_gradient_descent.
+        inner = optax.chain(
+            optax.scale_by_optimistic_gradient(alpha=config.optimistic.alpha,
+                                               beta=config.optimistic.beta),
+            optimizers.base_transform(config, schedule))
     else:  # "plain": no momentum (Entropy-SGD's outer step)
         inner = optax.sgd(schedule)
     return optimizers.clipped(config, inner)

@@ -36,13 +36,16 @@ def clipped(config, optimizer: optax.GradientTransformation
     return optax.chain(*parts, optimizer)
 
 
+def base_transform(config, schedule: optax.Schedule) -> optax.GradientTransformation:
+    """The base optimizer at `schedule`, unclipped: SGD with momentum, or RMSProp."""
+    opt = config.optimizer
+    if opt.name == "rmsprop":  # the official code's EfficientNet settings
+        return optax.rmsprop(schedule, decay=0.9, eps=1e-3, momentum=opt.momentum or None)
+    return optax.sgd(schedule, momentum=opt.momentum or None, nesterov=opt.nesterov)
+
+
 def make_optimizer(config, total_steps: int, steps_per_epoch: Optional[int] = None
                    ) -> optax.GradientTransformation:
     """Clipping, then the base optimizer (SGD with momentum, or RMSProp)."""
-    opt = config.optimizer
     schedule = learning_rate_schedule(config, total_steps, steps_per_epoch)
-    if opt.name == "rmsprop":  # the official code's EfficientNet settings
-        return clipped(config, optax.rmsprop(schedule, decay=0.9, eps=1e-3,
-                                             momentum=opt.momentum or None))
-    return clipped(config, optax.sgd(schedule, momentum=opt.momentum or None,
-                                     nesterov=opt.nesterov))
+    return clipped(config, base_transform(config, schedule))

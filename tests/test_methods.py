@@ -1,7 +1,7 @@
 """The method registry (sam_jax.methods): every method builds from the default
 config and makes one grouped update of the declared cost; the settings a
-method cannot run under are refused; the rho schedules; optax's optimistic
-gradient descent as the `optimistic` base, against its closed form."""
+method cannot run under are refused; the rho schedules; the `optimistic` base
+(optax's optimistic gradient into SGD with momentum) against its closed form."""
 
 import dataclasses
 
@@ -60,20 +60,27 @@ def test_every_method_builds_and_updates(name):
     assert float(state.info.gradient_evaluations) == pytest.approx(want)
 
 
-def test_optimistic_base_is_optax_ogd_closed_form():
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_optimistic_base_closed_form(momentum):
+    """h_t = (1 + beta) g_t - beta g_{t-1} into SGD with Nesterov momentum; at
+    momentum 0, optax's optimistic gradient descent: -lr h_t."""
     config = config_schema.base_config()
     config.method = "optimistic"
     config.optimizer.grad_clip_norm = 0.0
     config.optimizer.schedule = "constant"
+    config.optimizer.momentum = momentum
     config.optimistic.beta = 0.5
     base = methods.base_optimizer(config, 10)
     params = {"w": jnp.array([1.0, -2.0])}
     state = base.init(params)
     grads = [np.array([0.3, 0.1]), np.array([-0.2, 0.4]), np.array([0.5, 0.5])]
     previous = grads[0]  # optax >= 0.2.4: the first step uses g_0 as g_{-1}
+    trace = np.zeros(2)
     for g in grads:
         updates, state = base.update({"w": jnp.asarray(g)}, state, params)
-        want = -config.optimizer.learning_rate * ((1 + 0.5) * g - 0.5 * previous)
+        h = (1 + 0.5) * g - 0.5 * previous
+        trace = h + momentum * trace
+        want = -config.optimizer.learning_rate * (h + momentum * trace)
         np.testing.assert_allclose(updates["w"], want, rtol=1e-6)
         previous = g
 

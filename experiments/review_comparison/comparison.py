@@ -126,14 +126,39 @@ def _by_row(cells) -> dict:
     return rows
 
 
-def ranking(table: registry.Table, cells) -> str:
-    """Methods by mean test error, and the cheapest one that matches SAM's."""
-    rows = _by_row(cells)
-    labels = dict(table.rows)
-    done = {row: c for row, c in rows.items()
+def finished(cells) -> dict:
+    """{row: {column: CellResult}} of the rows with an error and a cost."""
+    return {row: c for row, c in _by_row(cells).items()
             if c.get("error") and c["error"].mean is not None
             and c.get("kilo_gradient_evaluations")
             and c["kilo_gradient_evaluations"].mean is not None}
+
+
+def within(reference, other) -> bool:
+    """other's mean error is no worse than reference's plus one standard error
+    of the difference of the two means (the seeds' noise)."""
+    spread = math.sqrt(sum((c.std or 0.0) ** 2 / max(len(c.values), 1)
+                           for c in (reference, other)))
+    return other.mean <= reference.mean + spread
+
+
+def cheapest_within_sam(done: dict):
+    """The row with the fewest gradient evaluations among those within SAM's
+    error (SAM itself qualifies; a row needs two seeds for a spread), or None
+    without SAM."""
+    if "sam" not in done:
+        return None
+    candidates = [row for row in done if row == "sam" or (
+        len(done[row]["error"].values) > 1
+        and within(done["sam"]["error"], done[row]["error"]))]
+    return min(candidates, key=lambda row: (done[row]["kilo_gradient_evaluations"].mean,
+                                            done[row]["error"].mean))
+
+
+def ranking(table: registry.Table, cells) -> str:
+    """Methods by mean test error, and the cheapest one that matches SAM's."""
+    labels = dict(table.rows)
+    done = finished(cells)
     if not done:
         return "Ranking: no finished runs yet."
     order = sorted(done, key=lambda row: done[row]["error"].mean)
@@ -145,25 +170,54 @@ def ranking(table: registry.Table, cells) -> str:
         relative = f", {cost / sgd_cost:.2f}x SGD's evaluations" if sgd_cost else ""
         spread = f" +- {error.std:.2f}" if error.std is not None else ""
         lines.append(f"{rank}. {labels[row]}: {error.mean:.2f}{spread}{relative}")
-    if "sam" in done:
+    cheapest = cheapest_within_sam(done)
+    if cheapest is not None:
         sam = done["sam"]["error"]
-        # Within SAM's error: a mean no worse than SAM's plus one standard error
-        # of the difference (the seeds' noise), n seeds each.
-        def matches(row):
-            other = done[row]["error"]
-            spread = math.sqrt(sum((c.std or 0.0) ** 2 / max(len(c.values), 1)
-                                   for c in (sam, other)))
-            return other.mean <= sam.mean + spread
-        sam_cost = done["sam"]["kilo_gradient_evaluations"].mean
-        candidates = sorted((row for row in done if matches(row)),
-                            key=lambda row: done[row]["kilo_gradient_evaluations"].mean)
-        cheapest = candidates[0]
-        cost = done[cheapest]["kilo_gradient_evaluations"].mean
+        ratio = (done[cheapest]["kilo_gradient_evaluations"].mean
+                 / done["sam"]["kilo_gradient_evaluations"].mean)
         lines += ["", f"Cheapest within SAM's error ({sam.mean:.2f}% plus one standard "
                   f"error of the difference): {labels[cheapest]}, "
-                  f"{done[cheapest]['error'].mean:.2f}% at {cost / sam_cost:.2f}x "
+                  f"{done[cheapest]['error'].mean:.2f}% at {ratio:.2f}x "
                   "SAM's gradient evaluations."]
     return "\n".join(lines)
+
+
+def spread_labels(xs, ys, x_tolerance: float, gap: float) -> list:
+    """Label heights for points (xs, ys): points within x_tolerance of each other
+    (chained) share a column, in which labels keep the points' order, stay at or
+    above their point and sit at least `gap` apart (the 1,500-evaluation column
+    holds most methods)."""
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    columns, column = [], []
+    for i in order:
+        if column and xs[i] - xs[column[-1]] > x_tolerance:
+            columns.append(column)
+            column = []
+        column.append(i)
+    columns += [column] if column else []
+    heights = list(ys)
+    for column in columns:
+        last = -math.inf
+        for i in sorted(column, key=lambda i: ys[i]):
+            heights[i] = max(ys[i], last + gap)
+            last = heights[i]
+    return heights
+
+
+def label_points(ax, points) -> None:
+    """Names points [(name, x, y)] to their right, spread apart in columns, and
+    widens the x axis to hold the names."""
+    if not points:
+        return
+    xs, ys = [p[1] for p in points], [p[2] for p in points]
+    x_range = (max(xs) - min(xs)) or 1.0
+    y_range = (max(ys) - min(ys)) or 1.0
+    heights = spread_labels(xs, ys, 0.12 * x_range, 0.04 * y_range)
+    for (name, x, y), height in zip(points, heights):
+        ax.annotate(name, (x, y), xytext=(x + 0.03 * x_range, height),
+                    textcoords="data", fontsize=8, va="center",
+                    arrowprops=dict(arrowstyle="-", lw=0.5, alpha=0.5))
+    ax.set_xlim(min(xs) - 0.08 * x_range, max(xs) + 0.3 * x_range)
 
 
 def pareto_plot(table: registry.Table, cells, path: str) -> None:
@@ -173,18 +227,19 @@ def pareto_plot(table: registry.Table, cells, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     rows = _by_row(cells)
-    figure, axes = plt.subplots(1, 2, figsize=(13, 5.5), sharey=True)
+    figure, axes = plt.subplots(1, 2, figsize=(13, 6.5), sharey=True)
     for ax, column, xlabel in (
             (axes[0], "kilo_gradient_evaluations", "gradient evaluations (thousands)"),
             (axes[1], "train_seconds", study.SECONDS_LABEL)):
+        points = []
         for index, (row, _) in enumerate(table.rows):
             cost, error = rows.get(row, {}).get(column), rows.get(row, {}).get("error")
             if not (cost and error and cost.mean is not None and error.mean is not None):
                 continue
             ax.errorbar(cost.mean, error.mean, xerr=cost.std or 0, yerr=error.std or 0,
                         fmt="o", color=plt.cm.tab20(index % 20), capsize=3, label=row)
-            ax.annotate(row, (cost.mean, error.mean), textcoords="offset points",
-                        xytext=(4, 4), fontsize=8)
+            points.append((row, cost.mean, error.mean))
+        label_points(ax, points)
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test error % (mean +- std over seeds)")

@@ -31,15 +31,24 @@ METHODS = (
     Method("asam", "ASAM", "asam", {}, "asam.rho", (0.25, 0.5, 1.0)),
     Method("gsam", "GSAM (alpha 0.01, rho_min = rho_max / 2)", "gsam", {},
            "gsam.rho_max", RHO_GRID),
-    Method("looksam", "LookSAM (k 5)", "looksam", {}, "looksam.rho", RHO_GRID),
-    Method("esam", "ESAM (beta 0.5, gamma 0.5)", "esam", {}, "esam.rho", RHO_GRID),
+    # LookSAM's reuse steps add alpha ||g|| along the stored direction whatever
+    # rho is, and the references' alpha 0.7 is 2-3x the orthogonal part of SAM's
+    # own gradient here (|g_v| / |g| 0.2-0.3 at rho 0.05-0.1): alpha is the
+    # hyper-parameter that matters, rho stays at SAM's 0.05 (README.md).
+    Method("looksam", "LookSAM (k 5, rho 0.05)", "looksam", {"looksam.rho": 0.05},
+           "looksam.alpha", (0.1, 0.3, 0.7)),
+    # ESAM moves the kept half of the tensors rho / beta: these rho give SAM's
+    # radii 0.05-0.2 (the authors' large-batch WRN line is rho 0.1).
+    Method("esam", "ESAM (beta 0.5, gamma 0.5)", "esam", {}, "esam.rho",
+           (0.025, 0.05, 0.1)),
     Method("rwp", "RWP (mix 0.5)", "rwp", {}, "rwp.sigma", (0.005, 0.01, 0.02)),
     Method("sampa", "SAMPa (lambda 0.2)", "sampa", {}, "sampa.rho", RHO_GRID),
     Method("late_sam", "Late-phase SAM (rho 0.1)", "sam", {"sam.rho": 0.1},
            "rho_schedule.start_fraction", (0.5, 0.75, 0.9)),
     Method("extragradient", "Extragradient (gamma = scale x lr)", "extragradient", {},
            "extragradient.gamma_scale", (0.5, 1.0, 2.0)),
-    Method("optimistic", "Optimistic gradient (alpha 1)", "optimistic", {},
+    Method("optimistic", "Optimistic gradient (alpha 1, into SGD with momentum)",
+           "optimistic", {},
            "optimistic.beta", (0.25, 0.5, 1.0)),
     # L = 4 Langevin steps, 4 gradient evaluations per step: half the epochs
     # give SAM's evaluations (2 per step).

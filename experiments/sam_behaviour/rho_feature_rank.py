@@ -3,7 +3,7 @@
 Andriushchenko et al. (NeurIPS 2023): SAM lowers the rank of the features
 (the number of principal components holding 99% of their variance), more so
 as rho grows. sam_behaviour.PROTOCOL (batch 256 = m, 10 epochs), rho in
-{0 (SGD), 0.02, 0.05, 0.1, 0.2, 0.5}, 2 seeds; the features are the input of
+{0 (SGD), 0.02, 0.05, 0.1, 0.2, 0.5}, 3 seeds; the features are the input of
 WRN-10-1's classifier (64 dimensions) on the first 1,024 training images,
 BatchNorm in evaluation mode, logged by the trainer at the start, half-way
 and at the end (config.sharpness.rank_examples), with lambda_max beside.
@@ -12,7 +12,7 @@ and at the end (config.sharpness.rank_examples), with lambda_max beside.
 from .. import sam_behaviour as study
 from sam_jax.reproduce import registry
 
-SEEDS = 2
+SEEDS = 3
 RHOS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.5)
 ROWS = tuple((f"rho{rho:g}", f"rho {rho:g}" + (" (SGD)" if rho == 0 else ""))
              for rho in RHOS)
