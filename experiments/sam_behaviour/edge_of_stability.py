@@ -57,53 +57,69 @@ AT_EDGE = (0.8, 1.25)
 
 
 def summary(table: registry.Table, cells) -> str:
-    """The verdict per row, from its records: lambda_max / edge over the last
-    quarter of training (mean, min, max), at its edge or not, below 2 / lr or
-    not; then whether the late lambda_max falls as rho grows."""
+    """The verdict per row, from each seed's records: lambda_max / edge over the
+    last quarter of training (its mean per seed; the mean over seeds decides),
+    at its edge or not, below 2 / lr or not; then whether the late lambda_max
+    (mean over seeds) falls as rho grows."""
     metric = registry.stability_metric("lambda_max", "late")
     lines = [f"Verdicts (at its edge: mean lambda_max / edge over the last quarter "
-             f"in [{AT_EDGE[0]:g}, {AT_EDGE[1]:g}]):", ""]
+             f"in [{AT_EDGE[0]:g}, {AT_EDGE[1]:g}], averaged over seeds):", ""]
     late = {}
     for row, label in table.rows:
-        records = _series(cells, row)
-        if not records:
+        runs = _all_series(cells, row)
+        if not runs:
             lines.append(f"- {label}: not run yet.")
             continue
-        last = records[-1]["step"]
-        ratios = [registry.stability_value(r, "edge_ratio") for r in records
-                  if r["step"] >= 0.75 * last]
-        ratios = [r for r in ratios if r is not None]
-        late[row] = metric({"stability": records})
-        mean = sum(ratios) / len(ratios)
+        per_seed, every_ratio = [], []
+        for records in runs:
+            last = records[-1]["step"]
+            ratios = [registry.stability_value(r, "edge_ratio") for r in records
+                      if r["step"] >= 0.75 * last]
+            ratios = [r for r in ratios if r is not None]
+            per_seed.append(sum(ratios) / len(ratios))
+            every_ratio += ratios
+        late[row] = sum(metric({"stability": records}) for records in runs) / len(runs)
+        mean = sum(per_seed) / len(per_seed)
         at_edge = AT_EDGE[0] <= mean <= AT_EDGE[1]
-        line = (f"- {label}: lambda_max / edge {mean:.2f} (min {min(ratios):.2f}, max "
-                f"{max(ratios):.2f}, {len(ratios)} records of steps {0.75 * last:g}-"
-                f"{last}): {'at' if at_edge else 'not at'} its edge")
+        inside = sum(AT_EDGE[0] <= r <= AT_EDGE[1] for r in per_seed)
+        line = (f"- {label}: lambda_max / edge {mean:.2f} over {len(runs)} seeds (per "
+                f"seed {', '.join(f'{r:.2f}' for r in per_seed)}; records min "
+                f"{min(every_ratio):.2f}, max {max(every_ratio):.2f}, steps "
+                f"{0.75 * last:g}-{last}): {'at' if at_edge else 'not at'} its edge "
+                f"({inside} of {len(runs)} seeds in the band)")
         if row != "sgd":  # SAM's and USAM's edges lie below GD's
-            below = late[row] < records[-1]["two_over_lr"]
+            two_over_lr = runs[-1][-1]["two_over_lr"]
+            below = late[row] < two_over_lr
             line += (f"; lambda_max {late[row]:.3g} {'below' if below else 'not below'}"
-                     f" 2 / lr = {records[-1]['two_over_lr']:g}")
+                     f" 2 / lr = {two_over_lr:g}")
         lines.append(line + ".")
     if study.wall_clock(cells):
         lines += ["", study.wall_clock(cells)]
     order = [row for row in ("sgd", "sam0.01", "sam0.05", "sam0.2") if row in late]
     if len(order) > 1:
         falls = all(late[a] > late[b] for a, b in zip(order, order[1:]))
-        lines += ["", "Late lambda_max along GD, SAM rho 0.01, 0.05, 0.2: "
-                  + ", ".join(f"{late[row]:.3g}" for row in order)
+        lines += ["", "Late lambda_max (mean over seeds) along GD, SAM rho 0.01, 0.05, "
+                  "0.2: " + ", ".join(f"{late[row]:.3g}" for row in order)
                   + f" ({'falls' if falls else 'does not fall'} as rho grows)."]
     return "\n".join(lines)
 
 
-def _series(cells, row: str):
-    """The first finished run's stability records of `row`, by step."""
+def _all_series(cells, row: str) -> list:
+    """Each finished run's stability records of `row`, by step."""
+    runs = {}
     for result in cells:
         if result.cell.row == row:
             for status in result.runs:
                 records = status.outputs.get("stability")
                 if records:
-                    return sorted(records, key=lambda r: r["step"])
-    return []
+                    runs[status.name] = sorted(records, key=lambda r: r["step"])
+    return list(runs.values())
+
+
+def _series(cells, row: str):
+    """The first finished run's stability records of `row` (the plot's)."""
+    runs = _all_series(cells, row)
+    return runs[0] if runs else []
 
 
 def plot(table: registry.Table, cells, path: str) -> None:

@@ -42,7 +42,8 @@ def summary(table: registry.Table, cells) -> str:
     SGD's; verdicts by criteria fixed before the runs: "SAM lowers the trace"
     holds if every m ends below SGD's trace; "small m acts on the trace more than
     on lambda_max" if at the smallest m the trace's relative drop exceeds
-    lambda_max's."""
+    lambda_max's; "smaller m lowers both" (Andriushchenko & Flammarion) if both
+    drops grow strictly as m falls."""
     row = f"epoch{MEASURED[-1]}"
     end = {c.cell.column: c.mean for c in cells if c.cell.row == row and c.mean is not None}
     if "sgd_lmax" not in end or "sgd_trace" not in end:
@@ -59,11 +60,16 @@ def summary(table: registry.Table, cells) -> str:
                  f"m={m}: lambda_max {lmax:+.0%}, trace {trace:+.0%}"
                  for m, (lmax, trace) in drops.items()) + "."]
     smallest = min(drops)
+    # Smaller m lowers both: each quantity's drop grows strictly as m falls.
+    ms = sorted(drops)
+    lower = all(drops[a][i] > drops[b][i] for a, b in zip(ms, ms[1:]) for i in (0, 1))
     lines.append(
         "SAM lowers the trace at every m: "
         f"{'held' if all(t > 0 for _, t in drops.values()) else 'did not hold'}; "
         f"at m={smallest} the trace drops more than lambda_max: "
-        f"{'held' if drops[smallest][1] > drops[smallest][0] else 'did not hold'}.")
+        f"{'held' if drops[smallest][1] > drops[smallest][0] else 'did not hold'}; "
+        "smaller m lowers both lambda_max and the trace: "
+        f"{'held' if len(ms) > 1 and lower else 'did not hold'}.")
     return "\n\n".join(filter(None, lines + [study.wall_clock(cells)]))
 
 
