@@ -95,8 +95,9 @@ def headline(results: dict, names: dict) -> str:
     lines += ["", "Each method minus SGD, paired by seed (a seed fixes the "
               "initialisation, the data order and the noisy labels for every method): "
               "mean +- standard error of the per-seed differences in test error "
-              "points (seeds below SGD / seeds). With 3 seeds, even 3 of 3 below "
-              "is a chance event one time in eight.", "",
+              f"points (seeds below SGD / seeds). With {study.SEEDS} seeds, even "
+              f"{study.SEEDS} of {study.SEEDS} below is a chance event one time in "
+              f"{2 ** study.SEEDS}.", "",
               "| method | " + " | ".join(label for _, label in study.CONDITIONS) + " |",
               "|---|" + "---|" * len(study.CONDITIONS)]
     for row, name in names.items():
