@@ -236,8 +236,9 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            "Korpelevich 1976", _build_extragradient, _fixed("2", "2"),
            clean_pass_true_gradient=True),
     Method("optimistic", "(alpha + beta) g_t - beta g_{t-1} (optax's optimistic "
-           "gradient) into the base optimizer", "Popov 1980; Daskalakis et al., ICLR 2018", _build_sgd,
-           _fixed("1", "1"), base="optimistic"),
+           "gradient) into the base optimizer",
+           "Popov 1980; Daskalakis et al., ICLR 2018", _build_sgd, _fixed("1", "1"),
+           base="optimistic"),
     Method("entropy_sgd", "L Langevin steps on the coupled loss; outer step x - mu",
            "Chaudhari et al., ICLR 2017", _build_entropy_sgd,
            lambda c: (str(c.entropy_sgd.inner_steps), str(c.entropy_sgd.inner_steps)),

@@ -134,12 +134,16 @@ def finished(cells) -> dict:
             and c["kilo_gradient_evaluations"].mean is not None}
 
 
+def difference_error(a, b) -> float:
+    """The standard error of the difference of two cells' means (the seeds'
+    noise; a cell without a spread counts as exact)."""
+    return math.sqrt(sum((c.std or 0.0) ** 2 / max(len(c.values), 1) for c in (a, b)))
+
+
 def within(reference, other) -> bool:
     """other's mean error is no worse than reference's plus one standard error
-    of the difference of the two means (the seeds' noise)."""
-    spread = math.sqrt(sum((c.std or 0.0) ** 2 / max(len(c.values), 1)
-                           for c in (reference, other)))
-    return other.mean <= reference.mean + spread
+    of the difference of the two means."""
+    return other.mean <= reference.mean + difference_error(reference, other)
 
 
 def cheapest_within_sam(done: dict):

@@ -56,7 +56,7 @@ def condition_line(label: str, done: dict, names: dict) -> str:
     if "sam" not in done or "sgd" not in done:
         return f"- **{label}**: SAM or SGD has not finished."
     sam, sgd = done["sam"]["error"], done["sgd"]["error"]
-    se = math.sqrt(sum((c.std or 0.0) ** 2 / len(c.values) for c in (sam, sgd)))
+    se = comparison.difference_error(sam, sgd)
     gap = sgd.mean - sam.mean
     gap_se = f", {abs(gap) / se:.1f} standard errors" if se > 0 else ""
     best = min(done, key=lambda row: done[row]["error"].mean)
@@ -73,6 +73,17 @@ def condition_line(label: str, done: dict, names: dict) -> str:
             "evaluations.")
 
 
+def _relative_cost(results: dict, row: str) -> str:
+    """The row's gradient evaluations over SGD's, from the first condition that
+    has both (the cost does not depend on the labels)."""
+    for condition, _ in study.CONDITIONS:
+        done = results.get(condition, {})
+        if row in done and "sgd" in done:
+            cost = done[row]["kilo_gradient_evaluations"].mean
+            return f"{cost / done['sgd']['kilo_gradient_evaluations'].mean:.2f}"
+    return "-"
+
+
 def headline(results: dict, names: dict) -> str:
     """results: {condition: {row: {column: CellResult}}} (finished rows)."""
     lines = [f"Fashion-MNIST, WRN-10-1 on {study.PROTOCOL_LABEL}, each method at the "
@@ -84,11 +95,7 @@ def headline(results: dict, names: dict) -> str:
               + " | ".join(label for _, label in study.CONDITIONS) + " |",
               "|---|---|" + "---|" * len(study.CONDITIONS)]
     for row, name in names.items():
-        costs = [results[c][row]["kilo_gradient_evaluations"].mean
-                 / results[c]["sgd"]["kilo_gradient_evaluations"].mean
-                 for c, _ in study.CONDITIONS
-                 if row in results.get(c, {}) and "sgd" in results[c]]
-        cost = f"{costs[0]:.2f}" if costs else "-"
+        cost = _relative_cost(results, row)
         errors = [_error(results.get(c, {}).get(row, {}).get("error"))
                   for c, _ in study.CONDITIONS]
         lines.append(f"| {name} | {cost} | " + " | ".join(errors) + " |")
