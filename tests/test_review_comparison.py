@@ -63,3 +63,16 @@ def test_paired_difference_by_hand():
     assert below == 3
     assert headline.paired_difference([1.0, 2.0], [1.0]) is None
     assert headline.paired_difference([1.0], [2.0]) is None
+
+
+def test_headline_without_picks_is_one_line_and_writes_nothing(tmp_path, monkeypatch,
+                                                                capsys):
+    from experiments.review_comparison import headline
+    monkeypatch.setattr(comparison, "PICKS_PATH", str(tmp_path / "absent.json"))
+    monkeypatch.setattr(comparison.read_picks, "__defaults__",
+                        (str(tmp_path / "absent.json"),))
+    out = tmp_path / "headline.md"
+    assert headline.main([f"--root={tmp_path}", f"--out={out}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "absent.json does not exist" in err
+    assert "\n" not in err and not out.exists()

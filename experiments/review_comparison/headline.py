@@ -17,6 +17,7 @@ import sys
 
 from . import comparison
 from .. import review_comparison as study
+from sam_jax.errors import BadInputError
 from sam_jax.reproduce import collect
 
 
@@ -171,7 +172,11 @@ def main(argv=None) -> int:
     _, grid_statuses = collect.collect_table(comparison.get_grid_table(), args.root)
     statuses["grid"] = list(grid_statuses.values())
     for condition, _ in study.CONDITIONS:
-        table = comparison.get_condition_table(condition)
+        try:
+            table = comparison.get_condition_table(condition)
+        except BadInputError as e:  # no picks.json yet
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         names = names or dict(table.rows)
         cells, run_statuses = collect.collect_table(table, args.root)
         results[condition] = comparison.finished(cells)
