@@ -27,6 +27,17 @@ def base_config() -> ml_collections.ConfigDict:
     # only (a fixed subset: the split's stored order, whatever the seed);
     # with validation_split, its last 10% is held out. None: all of them.
     config.train_subset = ml_collections.config_dict.placeholder(int)
+    # In-memory data sets: hold out the LAST N examples of the training split as
+    # a clean validation set (labels never noised), disjoint from train_subset's
+    # first examples; evaluated at the end beside the test split (results'
+    # validation_*), for picking hyper-parameters. None: no such set.
+    config.validation_examples = ml_collections.config_dict.placeholder(int)
+    # In-memory data sets: at the end, evaluate the training examples too,
+    # un-augmented, in evaluation mode (results' train_error against the labels
+    # trained on; with label noise, train_corrupted_error against the noisy
+    # labels of the corrupted examples, so 1 - it is the fraction memorised, and
+    # train_uncorrupted_error on the others).
+    config.evaluate_training_set = False
     config.label_noise = 0.0  # symmetric noise rate on training labels, [0, 1)
     config.label_noise_seed = 0
 

@@ -101,9 +101,10 @@ class NonFiniteError(RuntimeError):
     """The loss or gradient stopped being finite; the message names the step."""
 
 
-def evaluate(p_eval_step, state, mesh, inputs: data.RunInputs) -> dict:
+def evaluate(p_eval_step, state, mesh, batches) -> dict:
+    """Metrics over every example of `batches()` (padded, masked batches)."""
     totals = None
-    for batch in inputs.eval_batches():
+    for batch in batches():
         sums = p_eval_step(state, batch)
         totals = sums if totals is None else jax.tree_util.tree_map(
             jnp.add, totals, sums)
@@ -373,11 +374,11 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         stopwatch.start()
         return state
 
-    def evaluations(state, done):
-        """("eval", metrics) of the weights and, with SWA, ("swa_eval", metrics)
-        of the average with its BatchNorm statistics recomputed (swa.py) on the
-        training batches of the epoch that ends at `done`."""
-        yield "eval", evaluate(p_eval_step, state, mesh, inputs)
+    def evaluated_states(state, done):
+        """("", the state) and, with SWA, ("swa_", the average with its
+        BatchNorm statistics recomputed (swa.py) on the training batches of
+        the epoch that ends at `done`)."""
+        yield "", state
         if state.swa is None or int(jax.device_get(state.swa["count"])) == 0:
             return
         epoch_start = max(done - steps_per_epoch, 0)
@@ -385,8 +386,17 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             model, state.swa["params"], state.batch_stats,
             inputs.train_batches(epoch_start, epoch_start + steps_per_epoch),
             seed=config.seed)
-        averaged = state.replace(params=state.swa["params"], batch_stats=batch_stats)
-        yield "swa_eval", evaluate(p_eval_step, averaged, mesh, inputs)
+        yield "swa_", state.replace(params=state.swa["params"], batch_stats=batch_stats)
+
+    def evaluations(state, done, final=False):
+        """(split, metrics): "eval" of the weights and "swa_eval" of the SWA
+        average on the evaluation split; at the end (`final`) also each of
+        inputs.final_eval_sets under its name (with "swa_" for the average)."""
+        for prefix, evaluated in evaluated_states(state, done):
+            yield f"{prefix}eval", evaluate(p_eval_step, evaluated, mesh,
+                                            inputs.eval_batches)
+            for name, batches in (inputs.final_eval_sets.items() if final else ()):
+                yield f"{prefix}{name}", evaluate(p_eval_step, evaluated, mesh, batches)
 
     def measure_sharpness(state, done):
         from sam_jax import analysis  # imported on use: most runs never need it
@@ -480,9 +490,9 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     manager.wait_until_finished()
     split_name = "validation" if config.validation_split else "test"
     results = {}
-    for split, eval_metrics in evaluations(state, total_steps):
+    for split, eval_metrics in evaluations(state, total_steps, final=True):
         writer.write(total_steps, split, eval_metrics)
-        prefix = split_name if split == "eval" else f"swa_{split_name}"
+        prefix = {"eval": split_name, "swa_eval": f"swa_{split_name}"}.get(split, split)
         results.update({f"{prefix}_{k}": v for k, v in eval_metrics.items()})
     writer.close()
     results.update(steps=total_steps, epochs=total_steps / steps_per_epoch,

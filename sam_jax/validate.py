@@ -55,6 +55,13 @@ def validate_config(config, num_devices: int) -> None:
     _check(spec.in_memory or config.train_subset is None,
            f"train_subset={config.train_subset!r} needs an in-memory data set, "
            f"not {config.dataset!r}")
+    _check(spec.in_memory or (config.validation_examples is None
+                              and not config.evaluate_training_set),
+           "validation_examples and evaluate_training_set need an in-memory data "
+           f"set, not {config.dataset!r}")
+    _check(config.validation_examples is None or not config.validation_split,
+           f"validation_examples={config.validation_examples!r} and "
+           "validation_split=True both choose a validation set; set one")
     _check(config.pretrained.format in PRETRAINED_FORMATS,
            f"unknown pretrained.format {config.pretrained.format!r}; allowed: "
            f"{_allowed(PRETRAINED_FORMATS)}")
@@ -64,6 +71,7 @@ def validate_config(config, num_devices: int) -> None:
     _number(config, "label_noise", 0, 1, high_open=True)
     _number(config, "label_smoothing", 0, 1, high_open=True)
     _number(config, "train_subset", 1, integer=True, optional="all")
+    _number(config, "validation_examples", 1, integer=True, optional="none")
     _number(config, "image_size", 1, integer=True, optional="the data set's")
     _number(config, "randaugment.num_layers", 0, integer=True)
     _number(config, "randaugment.magnitude", 0, 30)

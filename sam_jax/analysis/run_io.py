@@ -128,7 +128,7 @@ def training_examples(config, spec: data.DatasetSpec,
     if not getattr(spec, "in_memory", True):
         raise RunError(f"dataset {config.dataset!r} is streamed; the analysis needs "
                        "an in-memory training split")
-    (images, labels), _, _ = run_inputs.in_memory_arrays(config, spec)
+    (images, labels), _, _, _ = run_inputs.in_memory_arrays(config, spec)
     if not 1 <= num_examples <= len(labels):
         raise RunError(f"num_examples={num_examples} must be in [1, {len(labels)}] "
                        f"(the training examples of {config.dataset!r})")

@@ -57,9 +57,8 @@ class DeviceInputs:
         replicated = NamedSharding(mesh, P())
         self._train = (jax.device_put(np.asarray(train_images, np.uint8), replicated),
                        jax.device_put(np.asarray(train_labels, np.int32), replicated))
-        self._eval = tuple(jax.device_put(a, replicated) for a in
-                           device_pipeline.pad_eval_set(eval_images, eval_labels,
-                                                        eval_batch_size))
+        self._replicated = replicated
+        self._eval = self._padded(eval_images, eval_labels)
         per_device = batch_size // mesh.size
         per_device_eval = eval_batch_size // mesh.size
 
@@ -104,11 +103,23 @@ class DeviceInputs:
         for step in range(start, stop):
             yield self.train_batch(step)
 
+    def _padded(self, images, labels) -> tuple:
+        return tuple(jax.device_put(a, self._replicated) for a in
+                     device_pipeline.pad_eval_set(images, labels, self.eval_batch_size))
+
+    def _batches(self, padded: tuple, num_examples: int) -> Iterator[dict]:
+        for index in range(device_pipeline.num_eval_batches(num_examples,
+                                                            self.eval_batch_size)):
+            yield self._eval_batch(*padded, jnp.int32(index))
+
     def eval_batches(self) -> Iterator[dict]:
         """Every evaluation example once, padded and masked."""
-        for index in range(device_pipeline.num_eval_batches(self.num_eval_examples,
-                                                            self.eval_batch_size)):
-            yield self._eval_batch(*self._eval, jnp.int32(index))
+        return self._batches(self._eval, self.num_eval_examples)
+
+    def batches_of(self, images: np.ndarray, labels: np.ndarray) -> Iterator[dict]:
+        """Another set's evaluation batches (uint8 images as stored, labels),
+        preprocessed as the evaluation split is; put on the devices on call."""
+        return self._batches(self._padded(images, labels), len(labels))
 
     def training_examples(self, count: int, image_size: Optional[int] = None
                           ) -> tuple[np.ndarray, np.ndarray]:

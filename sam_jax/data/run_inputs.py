@@ -12,6 +12,7 @@ jax.Arrays sharded over the mesh's batch axis. Nothing here writes anything.
 """
 
 import dataclasses
+import functools
 from typing import Callable, Iterator, Optional
 
 import jax
@@ -44,6 +45,11 @@ class RunInputs:
     # n -> the first n training examples, normalised, not augmented, with the
     # run's labels (for sharpness measurements); in-memory data sets only.
     training_examples: Optional[Callable[[int], tuple[np.ndarray, np.ndarray]]] = None
+    # Sets evaluated once, at the end, after the evaluation split: name -> ()
+    # -> its padded batches (config.validation_examples: "validation";
+    # config.evaluate_training_set: "train", "train_corrupted",
+    # "train_uncorrupted"). Empty for most runs.
+    final_eval_sets: dict = dataclasses.field(default_factory=dict)
 
 
 def in_memory_arrays(config, spec: DatasetSpec):
@@ -61,6 +67,17 @@ def in_memory_arrays(config, spec: DatasetSpec):
     else:
         train_split, test_split = train_and_eval_splits(spec, config.validation_split)
     train_images, train_labels = _load(config, spec, train_split)
+    held_out = config.validation_examples or 0
+    if held_out:
+        trained = len(train_labels) - held_out if subset is None else subset
+        if trained <= 0 or trained + held_out > len(train_labels):
+            raise BadInputError(
+                f"validation_examples={held_out} and train_subset={subset} need "
+                f"{max(trained, 1) + held_out} examples; the training split of "
+                f"{config.dataset!r} has {len(train_labels)}")
+        # The split's last examples: disjoint from any train_subset.
+        config_validation = (train_images[-held_out:], train_labels[-held_out:])
+        train_images, train_labels = train_images[:-held_out], train_labels[:-held_out]
     if subset is not None:
         if subset > len(train_labels):
             raise BadInputError(
@@ -77,7 +94,23 @@ def in_memory_arrays(config, spec: DatasetSpec):
         eval_images, eval_labels = _load(config, spec, test_split)
     train_labels, corrupted = symmetric_label_noise(
         train_labels, config.label_noise, spec.num_classes, seed=config.label_noise_seed)
-    return (train_images, train_labels), (eval_images, eval_labels), corrupted
+    return ((train_images, train_labels), (eval_images, eval_labels), corrupted,
+            config_validation if held_out else None)
+
+
+def final_eval_arrays(config, train_images, train_labels, corrupted,
+                      validation) -> dict:
+    """name -> (images, labels) of the sets evaluated once at the end."""
+    sets = {}
+    if validation is not None:
+        sets["validation"] = validation
+    if config.evaluate_training_set:
+        sets["train"] = (train_images, train_labels)
+        if config.label_noise:
+            sets["train_corrupted"] = (train_images[corrupted], train_labels[corrupted])
+            sets["train_uncorrupted"] = (train_images[~corrupted],
+                                         train_labels[~corrupted])
+    return sets
 
 
 def _load(config, spec: DatasetSpec, split: str):
@@ -97,8 +130,10 @@ def prepare_inputs(config, mesh, axis: str) -> RunInputs:
     spec = get_spec(config.dataset)
     if not spec.in_memory:
         return _streamed_inputs(config, spec, mesh, axis)
-    (train_images, train_labels), (eval_images, eval_labels), corrupted = (
+    (train_images, train_labels), (eval_images, eval_labels), corrupted, validation = (
         in_memory_arrays(config, spec))
+    final_sets = final_eval_arrays(config, train_images, train_labels, corrupted,
+                                   validation)
     image_size = config.image_size
     height, width, channels = spec.image_shape
     image_shape = ((image_size, image_size, channels) if image_size
@@ -118,7 +153,14 @@ def prepare_inputs(config, mesh, axis: str) -> RunInputs:
             num_train_examples=len(train_labels), num_eval_examples=len(eval_labels),
             train_batches=device.train_batches, eval_batches=device.eval_batches,
             training_examples=lambda n: device.training_examples(n, image_size),
+            final_eval_sets={name: functools.partial(device.batches_of, *arrays)
+                             for name, arrays in final_sets.items()},
             **noise)
+    if final_sets:
+        raise BadInputError(
+            f"validation_examples and evaluate_training_set need the device input "
+            f"pipeline (augmentation one of {', '.join(device_augment.AUGMENTATIONS)}), "
+            f"not augmentation {config.augmentation!r}")
     return _tf_data_inputs(config, spec, mesh, axis, image_shape, train_images,
                            train_labels, eval_images, eval_labels, noise)
 

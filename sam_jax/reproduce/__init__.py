@@ -19,7 +19,7 @@ TABLES = (
     "review_comparison.grid", "review_comparison.clean", "review_comparison.noise40",
     "review_comparison.noise80", "sam_behaviour.edge_of_stability",
     "sam_behaviour.trace_and_lambda_max", "sam_behaviour.m_sweep",
-    "sam_behaviour.rho_feature_rank",
+    "sam_behaviour.rho_feature_rank", "sam_vs_sgd.gates",
 )
 
 # A --table or --sweep that names nothing (the name of earlier releases).

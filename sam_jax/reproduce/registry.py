@@ -121,6 +121,12 @@ METRICS: dict[str, Metric] = {
     "top5_error": _percent("test_top5_error"),
     "accuracy": _percent("test_error", complement=True),  # Table 4: accuracy %
     "validation_error": _percent("validation_error"),  # the rho search
+    "validation_loss": _result("validation_loss"),  # breaks validation ties
+    # config.evaluate_training_set: the training examples, un-augmented, in
+    # evaluation mode, against the labels trained on; with label noise, the
+    # share of the corrupted examples predicted as their noisy label.
+    "train_error": _percent("train_error"),
+    "memorised": _percent("train_corrupted_error", complement=True),
     # SWA's averaged weights (runs with swa.start_fraction set).
     "swa_error": _percent("swa_test_error"),
     "swa_validation_error": _percent("swa_validation_error"),
