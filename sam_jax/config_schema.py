@@ -100,10 +100,14 @@ def base_config() -> ml_collections.ConfigDict:
     # m: examples per perturbation; None means the per-device batch (the
     # official code's m-sharpness). Must divide the per-device batch.
     config.sam.examples_per_perturbation = ml_collections.config_dict.placeholder(int)
-    # "vmap": every group of a device at once; "sequential": one group after
-    # another (the activation memory of one group), i.e. grad_accum_steps =
-    # the number of groups.
-    config.sam.group_map = "vmap"
+    # How a device's groups run: "vmap", every group at once (batched);
+    # "unrolled", one after another in one program (what XLA:CPU runs fastest);
+    # "auto", unrolled on the CPU for up to 8 groups with sam.batch_norm
+    # "group", else vmap (sam_jax/steps.py, auto_group_loop); "sequential",
+    # one group per microbatch (the activation memory of one group), i.e.
+    # grad_accum_steps = the number of groups. The same numbers up to float
+    # reassociation.
+    config.sam.group_map = "auto"
     # BatchNorm statistics: "group" (each group of m examples normalises with
     # its own, as the official code's per-device batches do) or "device" (the
     # statistics of the device's batch (of a microbatch with grad_accum_steps),

@@ -38,8 +38,9 @@ is applied.
 """
 
 import contextlib
+import functools
 import inspect
-from typing import Any
+from typing import Any, Optional
 
 import flax
 import jax
@@ -161,6 +162,44 @@ def aux_example() -> dict:
     return {"loss": zero, "error": zero}
 
 
+GROUP_LOOPS = ("vmap", "unrolled")
+# "auto" unrolls up to this many groups per microbatch: the program grows with
+# each group (compilation time), and past a few groups the convolutions are
+# small enough that batching them (vmap) no longer loses.
+MAX_UNROLLED_GROUPS = 8
+
+
+def auto_group_loop(groups_per_microbatch: int, device_statistics: bool,
+                    backend: Optional[str] = None) -> str:
+    """"unrolled" on the CPU for 2 to MAX_UNROLLED_GROUPS groups with BatchNorm
+    over the group, else "vmap". A vmap over groups with their own weights makes
+    every convolution a grouped one (each group its own kernel), which XLA:CPU
+    runs several times slower than the same convolutions one group at a time;
+    other backends batch them well (experiments/benchmarks/cpu_step.md)."""
+    backend = backend or jax.default_backend()
+    if (backend == "cpu" and not device_statistics
+            and 1 < groups_per_microbatch <= MAX_UNROLLED_GROUPS):
+        return "unrolled"
+    return "vmap"
+
+
+def _map_groups(fn, loop: str):
+    """fn over the leading (group) axis of its arguments, outputs stacked:
+    "vmap" batches the groups along GROUP_AXIS (pooled BatchNorm's
+    collectives need it); "unrolled" traces one call per group, in one
+    program (not a loop: XLA:CPU runs convolutions inside a while loop
+    several times slower)."""
+    if loop == "vmap":
+        return jax.vmap(fn, axis_name=GROUP_AXIS)
+
+    def unrolled(*args):
+        count = jax.tree_util.tree_leaves(args)[0].shape[0]
+        outputs = [fn(*jax.tree_util.tree_map(lambda x, i=i: x[i], args))
+                   for i in range(count)]
+        return jax.tree_util.tree_map(lambda *ys: jnp.stack(ys), *outputs)
+    return unrolled
+
+
 def _split_groups(tree, num_microbatches: int, groups_per_microbatch: int):
     """[B, ...] -> [K, G_k, m, ...]."""
     return jax.tree_util.tree_map(
@@ -197,7 +236,7 @@ def make_train_step(model, method_tx, base_tx, *, examples_per_perturbation: int
                     clean_pass_true_gradient: bool = False,
                     example_losses: bool = False, batch_norm_over: str = "group",
                     grad_clip_norm: float = 0.0, skip_nonfinite: bool = False,
-                    freeze_batch_norm: bool = False):
+                    freeze_batch_norm: bool = False, group_loop: str = "vmap"):
     """Returns `train_step(state, batch, key) -> state` for one device.
 
     Args:
@@ -220,6 +259,9 @@ def make_train_step(model, method_tx, base_tx, *, examples_per_perturbation: int
         advance); otherwise it is applied and the loop stops at its next check.
       freeze_batch_norm: BatchNorm layers use their running statistics in every
         pass and `state.batch_stats` is never changed.
+      group_loop: how a microbatch's groups run in one program (`_map_groups`):
+        "vmap", "unrolled", or "auto" (`auto_group_loop`). The same numbers up
+        to float reassociation.
     """
     m = examples_per_perturbation
     microbatch = per_device_batch // grad_accum_steps
@@ -227,6 +269,13 @@ def make_train_step(model, method_tx, base_tx, *, examples_per_perturbation: int
     num_groups = per_device_batch // m
     true_gradient = clean_pass_true_gradient and takes_true_gradient(model)
     device_statistics = batch_norm_over == "device" and not freeze_batch_norm
+    loop = group_loop
+    if loop == "auto":
+        loop = auto_group_loop(groups_per_microbatch, device_statistics)
+    if loop not in GROUP_LOOPS or (loop == "unrolled" and device_statistics):
+        raise ValueError(f"group_loop={group_loop!r}; allowed: {', '.join(GROUP_LOOPS)}, "
+                         "auto (unrolled only with BatchNorm over the group)")
+    map_groups = functools.partial(_map_groups, loop=loop)
 
     def train_step(state: TrainState, batch, key):
         step_key = jax.random.fold_in(key, state.step)
@@ -270,7 +319,7 @@ def make_train_step(model, method_tx, base_tx, *, examples_per_perturbation: int
 
             def clean(group, index):
                 return value_and_grad(params_per_device, group, index, True)
-            (_, aux), g = jax.vmap(clean, axis_name=GROUP_AXIS)(groups, indices)
+            (_, aux), g = map_groups(clean)(groups, indices)
             clean_metrics = {"loss": aux["loss"], "error": aux["error"]}
 
             def grad_fn(weights, indices_of_examples=None):
@@ -279,16 +328,15 @@ def make_train_step(model, method_tx, base_tx, *, examples_per_perturbation: int
                         group = jax.tree_util.tree_map(lambda x: x[chosen], group)
                     (_, p_aux), p_grads = value_and_grad(w, group, index, False)
                     return p_grads, {"loss": p_aux["loss"], "error": p_aux["error"]}
-                return jax.vmap(one, axis_name=GROUP_AXIS)(weights, groups, indices,
-                                                           indices_of_examples)
+                return map_groups(one)(weights, groups, indices, indices_of_examples)
 
             extra = {}
             if example_losses:
                 extra["example_losses"] = aux["example_loss"]
-                extra["example_losses_fn"] = lambda weights: jax.vmap(
+                extra["example_losses_fn"] = lambda weights: map_groups(
                     lambda w, group, index: group_loss(w, group, index,
-                                                       False)[1]["example_loss"],
-                    axis_name=GROUP_AXIS)(weights, groups, indices)
+                                                       False)[1]["example_loss"])(
+                    weights, groups, indices)
             direction, new_method_state = method_tx.update(
                 g, method_state, state.params,
                 grad_fn=lambda w, indices=None: grad_fn(w, indices),

@@ -94,7 +94,9 @@ def train_step_from_config(config, model, chain: TrainingChain, num_devices: int
         batch_norm_over=config.sam.batch_norm,
         grad_clip_norm=config.optimizer.grad_clip_norm,
         skip_nonfinite=config.skip_nonfinite_steps,
-        freeze_batch_norm=config.freeze_batch_norm)
+        freeze_batch_norm=config.freeze_batch_norm,
+        # "sequential" is microbatches of one group (grad_accum_steps above).
+        group_loop="auto" if config.sam.group_map == "sequential" else config.sam.group_map)
 
 
 class NonFiniteError(RuntimeError):

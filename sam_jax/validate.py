@@ -12,6 +12,7 @@ BATCH_NORM_MODES = ("group", "device")
 RHO_SCHEDULES = ("constant", "lr")
 OPTIMIZER_SCHEDULES = ("cosine", "constant")
 OPTIMIZERS = ("sgd", "rmsprop")
+GROUP_MAPS = ("auto", "vmap", "unrolled", "sequential")  # config.sam.group_map
 PRETRAINED_FORMATS = ("msgpack", "orbax")  # see sam_jax/pretrained.py
 
 
@@ -172,13 +173,14 @@ def validate_method(config, per_device_batch: int) -> None:
     _check(config.sam.batch_norm in BATCH_NORM_MODES,
            f"unknown sam.batch_norm {config.sam.batch_norm!r}; allowed: "
            f"{_allowed(BATCH_NORM_MODES)}")
-    _check(config.sam.group_map in _sam.GROUP_MAPS,
+    _check(config.sam.group_map in GROUP_MAPS,
            f"unknown sam.group_map {config.sam.group_map!r}; allowed: "
-           f"{_allowed(_sam.GROUP_MAPS)}")
-    # Pooled statistics span the groups of one pass: group_map "sequential"
-    # runs one group per pass, which would quietly make "device" "group".
-    _check(config.sam.batch_norm != "device" or config.sam.group_map == "vmap",
-           "sam.batch_norm='device' needs sam.group_map 'vmap' (got "
+           f"{_allowed(GROUP_MAPS)}")
+    # Pooled statistics span the groups of one pass, a collective over the
+    # vmapped groups: "sequential" runs one group per pass, which would quietly
+    # make "device" "group", and "unrolled" has no group axis to pool over.
+    _check(config.sam.batch_norm != "device" or config.sam.group_map in ("vmap", "auto"),
+           "sam.batch_norm='device' needs sam.group_map 'vmap' or 'auto' (got "
            f"{config.sam.group_map!r}): BatchNorm pools over the groups of one pass")
     for key in ("asam.rho", "asam.eta", "usam.rho", "gsam.rho_max", "gsam.rho_min",
                 "gsam.alpha", "looksam.rho", "looksam.alpha", "esam.rho", "rwp.sigma",
@@ -206,7 +208,7 @@ def validate_method(config, per_device_batch: int) -> None:
     _number(config, "rho_schedule.start_fraction", 0, 1, high_open=True)
     _number(config, "grad_accum_steps", 1, integer=True)
     accumulation = config.grad_accum_steps
-    _check(accumulation == 1 or config.sam.group_map == "vmap",
+    _check(accumulation == 1 or config.sam.group_map != "sequential",
            f"grad_accum_steps={accumulation!r} and sam.group_map='sequential' both "
            "set the microbatches; give one")
     _check(per_device_batch % accumulation == 0,

@@ -31,18 +31,21 @@ def test_quick_benchmark_reports_every_case(tmp_path):
     json_out = tmp_path / "results.json"
     md_out = tmp_path / "results.md"
     subprocess.run([sys.executable, SCRIPT, "--quick", "--repeats=1",
-                    f"--cases={','.join(CASES)},methods",
+                    f"--cases={','.join(CASES)},methods,cpu_vs_torch",
                     "--methods=sam,looksam,entropy_sgd",
                     f"--json_out={json_out}", f"--md_out={md_out}"],
                    check=True, env=user_environment(), cwd=REPO, timeout=900)
     report = json.loads(json_out.read_text())
 
-    assert set(CASES) | {"methods"} == set(report["settings"]["cases"])
+    assert set(CASES) | {"methods", "cpu_vs_torch"} == set(report["settings"]["cases"])
     rows = [row for row in report["cases"] if row["case"] != "methods"]
-    assert {row["case"] for row in rows} == set(CASES)
+    assert {row["case"] for row in rows} == set(CASES) | {"cpu_vs_torch"}
+    # cpu_vs_torch: SGD, SAM at m = the batch and at a smaller m, per model.
+    assert [row["measure"].split(":")[0] for row in rows
+            if row["case"] == "cpu_vs_torch"] == ["SGD", "SAM m = 16", "SAM m = 8"]
     torch_present = importlib.util.find_spec("torch") is not None
     for row in rows:
-        if row["case"] == "sam_vs_torch" and not torch_present:
+        if row["case"] in ("sam_vs_torch", "cpu_vs_torch") and not torch_present:
             assert row["ratio"] is None and "torch" in row["skipped"]
             continue
         assert isinstance(row["ratio"], float) and row["denominator"] > 0, row

@@ -347,6 +347,36 @@ def one_step(model, variables, images, labels, rho=0.1, base=None, weight_decay=
                 jax.random.PRNGKey(0))
 
 
+@pytest.mark.parametrize("group_loop", steps.GROUP_LOOPS)
+def test_each_group_perturbs_alone_whichever_the_group_loop(group_loop):
+    """4 groups of 4 on each of the 8 devices against a loop over the 32
+    groups, each its own perturbation and BatchNorm statistics."""
+    model = get_model("wrn10_1", 10)
+    rng = np.random.default_rng(7)
+    images = rng.normal(size=(128, 8, 8, 1)).astype(np.float32)
+    labels = rng.integers(0, 10, 128).astype(np.int32)
+    variables = model.init(jax.random.PRNGKey(0), images[:1])
+    base = optax.chain(optax.clip_by_global_norm(5.0),
+                       optax.sgd(0.1, momentum=0.9, nesterov=True))
+    new = one_step(model, variables, images, labels, rho=0.2, base=base,
+                   examples_per_perturbation=4, per_device_batch=16,
+                   group_loop=group_loop)
+    want_params, want_stats = reference_sam_step(
+        model, variables["params"], variables["batch_stats"], images, labels,
+        rho=0.2, weight_decay=5e-4, lr=0.1, num_shards=32)
+    np.testing.assert_allclose(flat(new.params), flat(want_params), rtol=2e-4, atol=2e-6)
+    np.testing.assert_allclose(flat(new.batch_stats), flat(want_stats),
+                               rtol=2e-4, atol=2e-6)
+
+
+def test_auto_group_loop_unrolls_a_few_groups_on_the_cpu_only():
+    assert steps.auto_group_loop(4, False, "cpu") == "unrolled"
+    assert steps.auto_group_loop(1, False, "cpu") == "vmap"  # nothing to unroll
+    assert steps.auto_group_loop(steps.MAX_UNROLLED_GROUPS + 1, False, "cpu") == "vmap"
+    assert steps.auto_group_loop(4, True, "cpu") == "vmap"  # pooled BatchNorm
+    assert steps.auto_group_loop(4, False, "gpu") == "vmap"
+
+
 def test_gradient_accumulation_equals_one_pass_for_the_same_m():
     model = get_model("wrn10_1", 10)
     rng = np.random.default_rng(5)
@@ -379,7 +409,8 @@ def test_a_skipped_step_keeps_the_weights_and_advances_the_counters():
     assert counts and all(count == 1 for count in counts)  # schedules in step
 
 
-def test_logged_diagnostics_equal_the_loop_over_groups():
+@pytest.mark.parametrize("group_loop", steps.GROUP_LOOPS)
+def test_logged_diagnostics_equal_the_loop_over_groups(group_loop):
     """What a SAM step logs (||g||, ||e||, cos(g, g_sam), the perturbed minus
     the clean loss, each group's share of ||e||^2) against a loop over the 16
     groups of 2 examples (8 devices x 2 groups), means over groups."""
@@ -430,7 +461,7 @@ def test_logged_diagnostics_equal_the_loop_over_groups():
     mesh = parallel.make_mesh()
     step = parallel.shard_train_step(steps.make_train_step(
         model, method, base, examples_per_perturbation=2, per_device_batch=4,
-        weight_decay=wd, label_smoothing=0.0), mesh)
+        weight_decay=wd, label_smoothing=0.0, group_loop=group_loop), mesh)
     state = jax.tree_util.tree_map(jnp.copy, steps.new_train_state(
         params, batch_stats, optax.chain(method, base).init(params)))
     new = step(jax.device_put(state, parallel.replicated(mesh)),

@@ -133,9 +133,10 @@ def test_unknown_compute_dtype_is_refused_naming_what_is_allowed(dtype):
 def test_batch_norm_over_the_device_needs_the_groups_in_one_pass():
     config = with_value("sam.batch_norm", "device")
     validate.validate_config(config, 8)
-    config.sam.group_map = "sequential"
-    with pytest.raises(validate.ConfigError) as error:
-        validate.validate_config(config, 8)
-    assert str(error.value) == ("sam.batch_norm='device' needs sam.group_map 'vmap' "
-                                "(got 'sequential'): BatchNorm pools over the groups "
-                                "of one pass")
+    for group_map in ("sequential", "unrolled"):
+        config.sam.group_map = group_map
+        with pytest.raises(validate.ConfigError) as error:
+            validate.validate_config(config, 8)
+        assert str(error.value) == (
+            "sam.batch_norm='device' needs sam.group_map 'vmap' or 'auto' "
+            f"(got {group_map!r}): BatchNorm pools over the groups of one pass")

@@ -16,6 +16,9 @@ Cases (--cases picks some; the default set unless named):
   conv_vs_torch   that layer's forward, and forward + both gradients:
                   sam_jax / torch (not in the default set)               (none)
   m_sharpness_sequential  the same with group_map "sequential" (not default)
+  cpu_vs_torch    the trainer's SGD and SAM steps (m = the batch and m = 32) /
+                  PyTorch's, WRN-16-4 at 32x32 batch 64 and WRN-10-1 at 16x16
+                  batch 128, whatever --main is (not default)  WRN-16-4 SAM >= 1.0
   device_sums     the trainer's mean over devices, added in device order, /
                   lax.pmean's, and the difference / the SAM step; needs
                   several devices (not default)                          (none)

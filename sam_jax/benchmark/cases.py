@@ -46,6 +46,11 @@ class Settings:
     # cases also build the other one.
     dtype: str = "float32"
     peak_flops: float = H200_PEAK_BF16_FLOPS  # the utilization case's denominator
+    # cpu_vs_torch: (setup, image size, channels, the smaller m) per model: the
+    # trainer's SGD and SAM steps (m = the batch, and the smaller m) against
+    # PyTorch's, whatever --main is.
+    cpu_vs_torch: tuple = ((wl.Setup("wrn16_4", 64), 32, 3, 32),
+                           (wl.Setup("wrn10_1", 128), 16, 1, 32))
 
 
 FULL = Settings(main=wl.Setup("wrn16_4", 128), large=wl.Setup("wrn28_10", 16),
@@ -55,7 +60,8 @@ FULL = Settings(main=wl.Setup("wrn16_4", 128), large=wl.Setup("wrn28_10", 16),
 # optimisation level 0 halves XLA:CPU's compile time, which dominates it.
 QUICK = Settings(main=wl.Setup("wrn10_1", 16), large=wl.Setup("wrn10_2", 8),
                  pipeline_examples=256, pipeline_batches_per_call=4, conv_channels=64,
-                 compiler_options={"xla_backend_optimization_level": 0})
+                 compiler_options={"xla_backend_optimization_level": 0},
+                 cpu_vs_torch=((wl.Setup("wrn10_1", 16), 8, 1, 8),))
 
 
 @dataclasses.dataclass
@@ -191,6 +197,8 @@ def run_setup(setup: wl.Setup, wanted: set, settings: Settings, mesh, repeats: i
                 for framework in ("jax", "torch") for backward in (False, True)})
         except ImportError as error:  # none of the four is timed
             notes["conv_torch_skipped"] = f"torch is not importable ({error})"
+    if "cpu_vs_torch" in wanted:
+        _add_cpu_vs_torch(settings, mesh, num_threads, compiled, workloads, notes, log)
     if "device_sums" in wanted:
         params = compiled["sam"].state.params  # its shapes (the case needs "sam")
         for name, mean_fn in (("device_sum_ordered", _ordered_mean),
@@ -215,6 +223,43 @@ def run_setup(setup: wl.Setup, wanted: set, settings: Settings, mesh, repeats: i
             timings[name] = harness.summarise(seconds[name], workload.examples_per_call)
             timings[name]["all_steps_finite"] = workload.finite()
     return timings, compiled, notes
+
+
+CPU_VS_TORCH_STEPS = ("sgd", "sam", "sam_small_m")
+
+
+def cpu_vs_torch_label(setup: wl.Setup, image_size: int, channels: int) -> str:
+    return f"{setup.model_name} {image_size}x{image_size}x{channels} batch {setup.batch_size}"
+
+
+def _cpu_vs_torch_name(label: str, framework: str, step: str) -> str:
+    return f"cvt {label} {framework} {step}"
+
+
+def _add_cpu_vs_torch(settings, mesh, num_threads, compiled, workloads, notes, log):
+    """The trainer's steps and PyTorch's, per settings.cpu_vs_torch model."""
+    for setup, image_size, channels, small_m in settings.cpu_vs_torch:
+        label = cpu_vs_torch_label(setup, image_size, channels)
+        batch_numpy = wl.random_batch(setup, image_shape=(image_size, image_size,
+                                                          channels))
+        configs = {"sgd": wl.setup_config(setup, "sgd"),
+                   "sam": wl.setup_config(setup, "sam"),
+                   "sam_small_m": wl.setup_config(setup, "sam", small_m)}
+        for step, config in configs.items():
+            name = _cpu_vs_torch_name(label, "jax", step)
+            log(f"  compiling {name}")
+            compiled[name] = wl.compile_sam_jax_step(config, mesh, batch_numpy,
+                                                     settings.compiler_options)
+            workloads[name] = wl.JaxStepWorkload(compiled[name], setup.batch_size,
+                                                 wl.sam_jax_state_is_finite)
+            try:
+                workloads[_cpu_vs_torch_name(label, "torch", step)] = (
+                    wl.TorchStepWorkload(config, batch_numpy, num_threads, step.split("_")[0]))
+                notes["torch_threads"] = workloads[
+                    _cpu_vs_torch_name(label, "torch", step)].torch.get_num_threads()
+            except ImportError as error:
+                notes["cpu_vs_torch_skipped"] = (f"torch is not importable ({error}); "
+                                                 "pip install torch to run this case")
 
 
 # --------------------------------------------------------------------- rows
@@ -415,6 +460,32 @@ def _device_sums(case, m):
                              devices=m.notes["main"]["devices"])]
 
 
+def _cpu_vs_torch(case, m):
+    """sam_jax's step speed over PyTorch's, per model and step; the WRN-16-4
+    SAM step's target is 1.0 (issue 28)."""
+    rows = []
+    for setup, image_size, channels, small_m in m.settings.cpu_vs_torch:
+        label = cpu_vs_torch_label(setup, image_size, channels)
+        for step in CPU_VS_TORCH_STEPS:
+            what = {"sgd": "SGD", "sam": f"SAM m = {setup.batch_size}",
+                    "sam_small_m": f"SAM m = {small_m}"}[step]
+            measure = f"{what}: sam_jax images/s / PyTorch images/s"
+            jax_name = _cpu_vs_torch_name(label, "jax", step)
+            torch_name = _cpu_vs_torch_name(label, "torch", step)
+            if torch_name not in m.timings["main"]:
+                rows.append(harness.skipped_row(case.name, label, measure,
+                                                m.notes["main"]["cpu_vs_torch_skipped"]))
+                continue
+            a, b = m.timings["main"][jax_name], m.timings["main"][torch_name]
+            target = (">=", 1.0) if (setup.model_name, step) == ("wrn16_4", "sam") else None
+            rows.append(harness.case_row(
+                case.name, label, measure, a["images_per_s"], b["images_per_s"], target,
+                unit="images/s",
+                round_ratios=harness.round_ratio_range(a, b, throughput=True),
+                torch_threads=m.notes["main"].get("torch_threads")))
+    return rows
+
+
 def _methods(case, m):
     """Each method's step time / the sgd method's, with the declared cost."""
     rows = []
@@ -446,6 +517,9 @@ CASES = {case.name: case for case in [
     Case("m_sharpness_sequential", {"main": {"sam", "sam_m_div8_sequential"}},
          _m_sharpness("sequential"), default=False),
     Case("conv_vs_torch", {"main": {"conv_vs_torch"}}, _conv_vs_torch, default=False),
+    # The trainer's steps against PyTorch's on the CPU (issue 28): its own
+    # models and batches (Settings.cpu_vs_torch), 12 workloads.
+    Case("cpu_vs_torch", {"main": {"cpu_vs_torch"}}, _cpu_vs_torch, default=False),
     # The trainer's device-order mean against lax.pmean (needs several devices).
     Case("device_sums", {"main": {"sam", "device_sums"}}, _device_sums, default=False),
     # Every method's step (issue 15's cost table): many compiles, not default.

@@ -60,12 +60,12 @@ class WideResnetBlock(nn.Module):
 class WideResnet(nn.Module):
     """WRN-depth-width; depth = 6 * blocks_per_group + 4."""
 
-    def __init__(self, depth: int, width: int, num_classes: int):
+    def __init__(self, depth: int, width: int, num_classes: int, in_channels: int = 3):
         super().__init__()
         if (depth - 4) % 6:
             raise ValueError(f"WideResnet depth={depth} must be 6n+4")
         blocks_per_group = (depth - 4) // 6
-        self.init_conv = _conv3x3(3, 16)
+        self.init_conv = _conv3x3(in_channels, 16)
         blocks = []
         in_channels = 16
         for group, (channels, stride) in enumerate([(16, 1), (32, 2), (64, 2)]):
@@ -148,3 +148,52 @@ def make_sam_optimizer(model: nn.Module, *, rho: float, learning_rate: float,
                        momentum: float, nesterov: bool, weight_decay: float) -> SAM:
     return SAM(model.parameters(), torch.optim.SGD, rho=rho, lr=learning_rate,
                momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+
+
+def sgd_train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images,
+                   labels) -> torch.Tensor:
+    """One step of the base optimizer alone."""
+    _set_batchnorm_momentum(model, BATCHNORM_MOMENTUM)
+    loss = F.cross_entropy(model(images), labels)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    return loss.detach()
+
+
+def grouped_sam_train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
+                           images, labels, *, rho: float,
+                           examples_per_perturbation: int) -> torch.Tensor:
+    """SAM with one perturbation per group of m examples (m-sharpness), as a
+    PyTorch user writes it on one device: for each group, its gradient, the
+    ascent to w + rho g / ||g||, the gradient there, and back; the base
+    optimizer then steps with the mean of the groups' SAM gradients. Each
+    group's first pass updates the BatchNorm running statistics, its second
+    does not. Returns the mean first-pass loss."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = images.shape[0] // examples_per_perturbation
+    sam_grads = [torch.zeros_like(p) for p in params]
+    losses = []
+    for x, y in zip(images.split(examples_per_perturbation),
+                    labels.split(examples_per_perturbation)):
+        _set_batchnorm_momentum(model, BATCHNORM_MOMENTUM)
+        loss = F.cross_entropy(model(x), y)
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            norm = torch.norm(torch.stack([g.norm(p=2) for g in grads]), p=2)
+            ascent = [g * (rho / (norm + 1e-12)) for g in grads]
+            saved = [p.detach().clone() for p in params]
+            for p, e in zip(params, ascent):
+                p.add_(e)
+        _set_batchnorm_momentum(model, 0.0)
+        perturbed = torch.autograd.grad(F.cross_entropy(model(x), y), params)
+        with torch.no_grad():
+            for p, w, total, g in zip(params, saved, sam_grads, perturbed):
+                p.copy_(w)
+                total.add_(g, alpha=1.0 / groups)
+        losses.append(loss.detach())
+    for p, g in zip(params, sam_grads):
+        p.grad = g
+    optimizer.step()
+    optimizer.zero_grad()
+    return torch.stack(losses).mean()

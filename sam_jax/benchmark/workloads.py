@@ -77,11 +77,12 @@ def total_steps(config) -> int:
             * config.num_epochs)
 
 
-def random_batch(setup: Setup, seed: int = 0) -> dict:
+def random_batch(setup: Setup, seed: int = 0, image_shape=None) -> dict:
+    """Random images of the CIFAR shape (or `image_shape`) and labels."""
     spec = get_spec(DATASET)
     rng = np.random.default_rng(seed)
-    return {"image": rng.standard_normal(
-                (setup.batch_size,) + tuple(spec.image_shape)).astype(np.float32),
+    shape = tuple(image_shape or spec.image_shape)
+    return {"image": rng.standard_normal((setup.batch_size,) + shape).astype(np.float32),
             "label": rng.integers(0, spec.num_classes, setup.batch_size).astype(np.int32)}
 
 
@@ -106,7 +107,7 @@ def compile_sam_jax_step(config, mesh, batch_numpy,
     model = get_model(config.model.name, spec.num_classes, config.dtype)
     chain = train.training_chain(config, total_steps(config))
     state = jax.device_put(
-        steps.initial_state(config.seed, model, chain.tx, spec.image_shape),
+        steps.initial_state(config.seed, model, chain.tx, batch_numpy["image"].shape[1:]),
         parallel.replicated(mesh))
     batch = parallel.global_batch(mesh, batch_numpy)
     key = jax.random.PRNGKey(config.seed)
@@ -295,6 +296,53 @@ class PipelineWorkload:
 
     def finite(self) -> bool:
         return True
+
+
+class TorchStepWorkload:
+    """One PyTorch training step per call: "sgd", or SAM with m examples per
+    perturbation (m = the batch: davda54/sam's two steps; smaller m: a loop
+    over the groups, torch_reference.grouped_sam_train_step)."""
+
+    def __init__(self, config, batch_numpy, num_threads: int, method: str):
+        import torch  # optional dependency
+        from sam_jax.benchmark import torch_reference as reference
+        torch.set_num_threads(num_threads)
+        torch.manual_seed(config.seed)
+        depth, width = (int(x) for x in config.model.name[3:].split("_"))
+        images = batch_numpy["image"]
+        self.torch = torch
+        self.model = reference.WideResnet(depth, width, get_spec(DATASET).num_classes,
+                                          in_channels=images.shape[-1]).train()
+        opt = config.optimizer
+        sgd = dict(lr=opt.learning_rate, momentum=opt.momentum, nesterov=opt.nesterov,
+                   weight_decay=opt.weight_decay)
+        self.images = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+        self.labels = torch.from_numpy(batch_numpy["label"].astype(np.int64))
+        m = config.sam.examples_per_perturbation or len(self.labels)
+        if method == "sgd":
+            optimizer = torch.optim.SGD(self.model.parameters(), **sgd)
+            self.step = lambda: reference.sgd_train_step(self.model, optimizer,
+                                                         self.images, self.labels)
+        elif m == len(self.labels):
+            optimizer = reference.make_sam_optimizer(self.model, rho=config.sam.rho, **{
+                "learning_rate" if k == "lr" else k: v for k, v in sgd.items()})
+            self.step = lambda: reference.sam_train_step(self.model, optimizer,
+                                                         self.images, self.labels)
+        else:
+            optimizer = torch.optim.SGD(self.model.parameters(), **sgd)
+            self.step = lambda: reference.grouped_sam_train_step(
+                self.model, optimizer, self.images, self.labels, rho=config.sam.rho,
+                examples_per_perturbation=m)
+        self.examples_per_call = len(self.labels)
+        self.loss = None
+
+    def __call__(self) -> float:
+        start = time.perf_counter()
+        self.loss = self.step()
+        return time.perf_counter() - start
+
+    def finite(self) -> bool:
+        return bool(self.torch.isfinite(self.loss))
 
 
 class TorchSamWorkload:
