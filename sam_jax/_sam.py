@@ -78,17 +78,18 @@ def asam_scaled(path, leaves: str = "weights") -> bool:
 def perturbation(grads, params, rho, *, adaptive: bool = False, eta: float = 0.01,
                  eps: float = 1e-12, asam_leaves: Union[str, Callable] = "weights",
                  ball: str = "l2", normalize: bool = True, key=None):
-    """e, the ascent step, in the dtype of `params`.
+    """e, the ascent step, in the dtype of `params`::
 
-    SAM:   e = rho * g / (||g|| + eps).
-    ASAM:  e = rho * T^2 g / (||T g|| + eps), T = |w| + eta on the leaves
-           `asam_leaves` selects ("weights": kernels and BatchNorm scales, the
-           authors' rule; "all": every leaf; or a predicate on the key path),
-           T = 1 elsewhere.
-    USAM (normalize=False): e = rho * g.
-    ball "linf": e = rho * sign(g) (the p = infinity ball of the paper's eq. 2).
-    ball "random": e = rho * z / ||z||, z ~ N(0, I) from `key` (the paper's
-           random-direction ablation).
+        SAM:   e = rho * g / (||g|| + eps).
+        ASAM:  e = rho * T^2 g / (||T g|| + eps), T = |w| + eta on the leaves
+               `asam_leaves` selects ("weights": kernels and BatchNorm scales, the
+               authors' rule; "all": every leaf; or a predicate on the key path),
+               T = 1 elsewhere.
+        USAM (normalize=False): e = rho * g.
+        ball "linf": e = rho * sign(g) (the p = infinity ball of the paper's eq. 2).
+        ball "random": e = rho * z / ||z||, z ~ N(0, I) from `key` (the paper's
+               random-direction ablation).
+
     `eps` keeps a zero gradient finite (e = 0 then). The norm (_family.tree_norm)
     and the division are in float32 whatever the gradients' dtype, so with
     bfloat16 or float16 gradients the eps = 1e-12 guard is still representable
@@ -315,9 +316,9 @@ def plain_gradient(*, axis_name: AxisName = None, grouped: bool = False,
 class GroupedSAMOutput(NamedTuple):
     """What `grouped_sam_gradient` returns.
 
-    grads: mean over groups (and over `axis_name`) of the gradient at w + e_k.
-    clean_loss, clean_aux: the first (unperturbed) pass, stacked over groups.
-    perturbed_loss, perturbed_aux: the second pass, averaged over groups (and
+    - grads: mean over groups (and over `axis_name`) of the gradient at w + e_k.
+    - clean_loss, clean_aux: the first (unperturbed) pass, stacked over groups.
+    - perturbed_loss, perturbed_aux: the second pass, averaged over groups (and
       `axis_name`).
     """
     grads: Any

@@ -119,7 +119,7 @@ def config_keys_markdown() -> str:
     for name in meanings:  # the schema's order
         if sections[name] != current:
             current = sections[name]
-            lines += ["", f"### {current or 'General'}", "",
+            lines += ["", f"## {current or 'General'}", "",
                       "| key | default | meaning |", "|---|---|---|"]
         meaning = meanings[name] or (f"see `{name.rsplit('.', 1)[0]}`"
                                      if "." in name else "")
@@ -273,6 +273,14 @@ def api_page(name: str) -> str:
     return "\n".join(parts)
 
 
+def api_summary_markdown() -> str:
+    """The summary table of every public name, linking to its page."""
+    import sam_jax
+    names = "".join(f"   {name}\n" for name in sam_jax.__all__)
+    return ("```{eval-rst}\n.. currentmodule:: sam_jax\n\n.. autosummary::\n"
+            "   :nosignatures:\n\n" + names + "```\n")
+
+
 def write(path: str, text: str) -> None:
     """Writes only when the text changed, so Sphinx rebuilds only what did."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -293,6 +301,7 @@ def generate() -> list[str]:
         os.path.join(SNIPPETS, "configs.md"): configs_markdown(),
         os.path.join(SNIPPETS, "tables.md"): tables_markdown(),
         os.path.join(SNIPPETS, "exit_codes.md"): exit_codes_markdown(),
+        os.path.join(SNIPPETS, "api_summary.md"): api_summary_markdown(),
     }
     for name in sam_jax.__all__:
         files[os.path.join(API_PAGES, f"{name}.rst")] = api_page(name)
@@ -306,9 +315,68 @@ def generate() -> list[str]:
     return sorted(files)
 
 
+# --- Sphinx hooks ----------------------------------------------------------------
+
+_INLINE_LITERAL = re.compile(r"(``.*?``)")
+
+
+def escape_pipes(lines: list[str]) -> list[str]:
+    """Docstring lines with `|` escaped outside literal blocks and inline
+    literals: the docstrings write |w| and ||g|| as mathematicians do, which
+    reStructuredText reads as a substitution reference."""
+    out, literal_indent = [], None
+    for line in lines:
+        indent = len(line) - len(line.lstrip())
+        if literal_indent is not None and line.strip() and indent <= literal_indent:
+            literal_indent = None  # the literal block ended
+        if literal_indent is None:
+            line = "".join(part if part.startswith("``") else part.replace("|", "\\|")
+                           for part in _INLINE_LITERAL.split(line))
+            if line.rstrip().endswith("::"):
+                literal_indent = indent
+        out.append(line)
+    return out
+
+
+def _process_docstring(app, what, name, obj, options, lines):
+    lines[:] = escape_pipes(lines)
+
+
+_LINK = re.compile(r"(?<!!)\[(?P<text>[^\]]*)\]\((?P<target>[^)\s]+)\)")
+
+
+def repository_links(text: str, included: str) -> str:
+    """Markdown links of an included file (a study's README) that point at
+    repository files, not documents, as download links (myst's `path:`);
+    other links are left to Sphinx (a target
+    that does not exist stays a warning, i.e. an error under -W)."""
+    base = os.path.dirname(included)
+
+    def replace(match):
+        target = match.group("target")
+        if ":" in target or target.startswith(("#", "/")):
+            return match.group(0)
+        resolved = os.path.normpath(os.path.join(base, target.split("#")[0]))
+        if not os.path.isfile(resolved):
+            return match.group(0)
+        # "/" is Sphinx's source directory, docs/
+        return (f"[{match.group('text')}](path:/"
+                f"{os.path.relpath(resolved, DOCS)})")
+    return _LINK.sub(replace, text)
+
+
+def _include_read(app, relative_path, parent_docname, content):
+    included = os.path.join(app.srcdir, str(relative_path))
+    if not os.path.normpath(included).startswith(os.path.join(REPO, "experiments")):
+        return
+    content[0] = repository_links(content[0], included)
+
+
 def setup(app):
     # Before Sphinx lists the source files, so the API pages are among them.
     app.connect("config-inited", lambda app, config: generate())
+    app.connect("autodoc-process-docstring", _process_docstring)
+    app.connect("include-read", _include_read)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
 
