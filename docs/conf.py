@@ -36,7 +36,8 @@ extensions = [
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
 # _generated/ holds snippets that pages include; they are not pages.
-exclude_patterns = ["_build", "_generated", "examples", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_generated", "examples", "README.md", "Thumbs.db",
+                    ".DS_Store"]
 
 # API: signatures from the code, argument tables from Google-style docstrings.
 autosummary_generate = False  # docs/_ext/sam_jax_docs.py writes docs/api/
@@ -56,7 +57,9 @@ html_theme = "furo"
 html_title = f"sam_jax {release}"
 html_static_path = []
 
-# A reference to a sam_jax name that does not exist is an error; names of other
-# libraries (optax, jax, typing in signatures) have no inventory offline.
+# A reference to a public sam_jax name that does not exist is an error; names
+# of other libraries (optax, jax, typing in signatures) have no inventory
+# offline, and private modules' types (sam_jax._family.StepInfo in a state's
+# fields) have no page.
 nitpicky = True
-nitpick_ignore_regex = [(r"py:.*", r"^(?!sam_jax\b).*")]
+nitpick_ignore_regex = [(r"py:.*", r"^(?!sam_jax\b).*"), (r"py:.*", r"^sam_jax\._.*")]

@@ -35,7 +35,7 @@ from typing import Optional
 
 from sam_jax.errors import BadInputError
 
-# What a run writes (see README, "What a run leaves").
+# What a run writes (see docs/trainer.md, "What a run leaves in its workdir").
 CONFIG_FILE = "config.json"  # the config the run was started with
 METRICS_FILE = "metrics.jsonl"  # one JSON object per line: {"step", "split", ...}
 RESULTS_FILE = "results.json"  # final metrics; its presence means "finished"
