@@ -130,6 +130,13 @@ def test_configs_and_tables_pages_list_every_file_and_table():
     assert len(tables) == 20
 
 
+def test_workdir_table_lists_every_file_a_run_may_leave():
+    from sam_jax import workdir
+    shown = set(re.findall(r"`([^`]+)`", docs.workdir_markdown().split("\n\n", 1)[1]))
+    assert set(workdir.OWN_FILES) | {workdir.LOCK_FILE} <= shown
+    assert "| `config.json` | the config the run was started with |" in docs.workdir_markdown()
+
+
 def test_escape_pipes_keeps_literal_blocks_and_inline_literals():
     lines = ["T = |w| + eta, ``a|b``", "formulas::", "", "    e = g / ||g||",
              "after |x|"]

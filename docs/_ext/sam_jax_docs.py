@@ -250,6 +250,37 @@ def exit_codes_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+def workdir_markdown() -> str:
+    """The files a run leaves in its workdir: sam_jax/workdir.py's constants
+    from "What a run writes" to "Everything above", with their comments."""
+    from sam_jax import workdir
+    with open(workdir.__file__) as f:
+        source = f.read()
+    comments = _comments_by_line(source)
+    source_lines = source.splitlines()
+    start = next(i for i, line in enumerate(source_lines, 1)
+                 if line.startswith("# What a run writes"))
+    end = next(i for i, line in enumerate(source_lines, 1)
+               if line.startswith("# Everything above"))
+    lines = ["| file or directory | what it holds |", "|---|---|"]
+    for node in ast.parse(source).body:
+        if not (isinstance(node, ast.Assign) and start < node.lineno < end):
+            continue
+        name = node.targets[0].id
+        above, k = [], node.lineno - 1
+        while k > start and source_lines[k - 1].lstrip().startswith("#"):
+            above.insert(0, comments[k])
+            k -= 1
+        value = getattr(workdir, name)
+        shown = ", ".join(f"`{v}`" for v in value) if isinstance(value, tuple) else f"`{value}`"
+        meaning = " ".join(above + ([comments[node.lineno]] if node.lineno in comments
+                                    else []))
+        lines.append(f"| {shown} | {_cell(meaning) or '-'} |")
+    return ("Generated from `sam_jax/workdir.py` (the names the trainer, the "
+            "analyses and the launchers write; `--overwrite` removes these, the "
+            "lock aside, and never another file).\n\n" + "\n".join(lines) + "\n")
+
+
 # --- API pages -----------------------------------------------------------------
 
 def api_page(name: str) -> str:
@@ -301,6 +332,7 @@ def generate() -> list[str]:
         os.path.join(SNIPPETS, "configs.md"): configs_markdown(),
         os.path.join(SNIPPETS, "tables.md"): tables_markdown(),
         os.path.join(SNIPPETS, "exit_codes.md"): exit_codes_markdown(),
+        os.path.join(SNIPPETS, "workdir.md"): workdir_markdown(),
         os.path.join(SNIPPETS, "api_summary.md"): api_summary_markdown(),
     }
     for name in sam_jax.__all__:
