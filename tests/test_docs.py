@@ -94,7 +94,8 @@ def test_methods_table_costs_match_the_measured_benchmark_table():
     generated = {}
     for line in docs.methods_markdown().splitlines():
         cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip("|"))]
-        if len(cells) == 9 and cells[0].startswith("`") and cells[0] != "`--config.method=`":
+        if (len(cells) == 9 and cells[0].startswith("`")
+                and cells[0] != "`--config.method=`"):
             generated[cells[0].strip("`")] = (cells[4], cells[5])
     assert len(generated) == 12
     for name, cost in measured.items():
@@ -134,7 +135,8 @@ def test_workdir_table_lists_every_file_a_run_may_leave():
     from sam_jax import workdir
     shown = set(re.findall(r"`([^`]+)`", docs.workdir_markdown().split("\n\n", 1)[1]))
     assert set(workdir.OWN_FILES) | {workdir.LOCK_FILE} <= shown
-    assert "| `config.json` | the config the run was started with |" in docs.workdir_markdown()
+    row = "| `config.json` | the config the run was started with |"
+    assert row in docs.workdir_markdown()
 
 
 def test_escape_pipes_keeps_literal_blocks_and_inline_literals():
@@ -163,7 +165,8 @@ def test_generate_writes_one_api_page_per_public_name(tmp_path, monkeypatch):
     (tmp_path / "api").mkdir()
     (tmp_path / "api" / "gone.rst").write_text("a name no longer public")
     docs.generate()
-    assert sorted(os.listdir(tmp_path / "api")) == sorted(f"{n}.rst" for n in sam_jax.__all__)
+    assert (sorted(os.listdir(tmp_path / "api"))
+            == sorted(f"{name}.rst" for name in sam_jax.__all__))
     sam_page = (tmp_path / "api" / "sam.rst").read_text()
     assert ".. autofunction:: sam_jax.sam" in sam_page
     assert "2 gradient evaluations and 2 sequential passes" in sam_page
@@ -192,7 +195,8 @@ def test_every_page_is_in_a_toctree():
     # Sphinx warns (an error under -W) for an orphan page; a cheaper check here.
     pages = []
     for root, dirs, files in os.walk(os.path.join(REPO, "docs")):
-        dirs[:] = [d for d in dirs if not d.startswith("_") and d not in ("examples", "api")]
+        dirs[:] = [d for d in dirs
+                   if not d.startswith("_") and d not in ("examples", "api")]
         pages += [os.path.relpath(os.path.join(root, f), os.path.join(REPO, "docs"))
                   for f in files if f.endswith(".md")]
     listed = set()

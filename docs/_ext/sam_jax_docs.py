@@ -272,7 +272,8 @@ def workdir_markdown() -> str:
             above.insert(0, comments[k])
             k -= 1
         value = getattr(workdir, name)
-        shown = ", ".join(f"`{v}`" for v in value) if isinstance(value, tuple) else f"`{value}`"
+        values = value if isinstance(value, tuple) else (value,)
+        shown = ", ".join(f"`{v}`" for v in values)
         meaning = " ".join(above + ([comments[node.lineno]] if node.lineno in comments
                                     else []))
         lines.append(f"| {shown} | {_cell(meaning) or '-'} |")
