@@ -121,6 +121,13 @@ def per_device(params, axis_name: AxisName):
     Taking the gradient at `per_device(params, axis_name)` gives each device its
     own gradient, as `pmap` does. Names of `vmap` or `pmap` axes, which have no
     varying / invariant types, are skipped; without an axis it is a no-op.
+
+    Args:
+      params: the replicated weights (any pytree).
+      axis_name: a mesh axis name, a tuple of them, or None.
+
+    Returns:
+      `params`, typed as varying along the `shard_map` axes among `axis_name`.
     """
     # Only shard_map's (manual) axes have the types; vmap's per-example grads
     # are already per-"device".

@@ -78,22 +78,36 @@ def asam_scaled(path, leaves: str = "weights") -> bool:
 def perturbation(grads, params, rho, *, adaptive: bool = False, eta: float = 0.01,
                  eps: float = 1e-12, asam_leaves: Union[str, Callable] = "weights",
                  ball: str = "l2", normalize: bool = True, key=None):
-    """e, the ascent step, in the dtype of `params`.
+    """e, the ascent step, in the dtype of `params`::
 
-    SAM:   e = rho * g / (||g|| + eps).
-    ASAM:  e = rho * T^2 g / (||T g|| + eps), T = |w| + eta on the leaves
-           `asam_leaves` selects ("weights": kernels and BatchNorm scales, the
-           authors' rule; "all": every leaf; or a predicate on the key path),
-           T = 1 elsewhere.
-    USAM (normalize=False): e = rho * g.
-    ball "linf": e = rho * sign(g) (the p = infinity ball of the paper's eq. 2).
-    ball "random": e = rho * z / ||z||, z ~ N(0, I) from `key` (the paper's
-           random-direction ablation).
+        SAM:   e = rho * g / (||g|| + eps).
+        ASAM:  e = rho * T^2 g / (||T g|| + eps), T = |w| + eta on the leaves
+               `asam_leaves` selects ("weights": kernels and BatchNorm scales, the
+               authors' rule; "all": every leaf; or a predicate on the key path),
+               T = 1 elsewhere.
+        USAM (normalize=False): e = rho * g.
+        ball "linf": e = rho * sign(g) (the p = infinity ball of the paper's eq. 2).
+        ball "random": e = rho * z / ||z||, z ~ N(0, I) from `key` (the paper's
+               random-direction ablation).
+
     `eps` keeps a zero gradient finite (e = 0 then). The norm (_family.tree_norm)
     and the division are in float32 whatever the gradients' dtype, so with
     bfloat16 or float16 gradients the eps = 1e-12 guard is still representable
     and meaningful (float16's smallest normal is 6e-5), and huge gradients
     (beyond 1e19, e.g. of a loss scaled up) still give a perturbation of norm rho.
+
+    Args:
+      grads: g, the gradient at `params` (a pytree like `params`).
+      params: the weights w.
+      rho: the radius (a float or a traced scalar).
+      adaptive, eta, asam_leaves: ASAM's scaled ball, as in `sam`.
+      eps: added to the norm.
+      ball: "l2", "linf" or "random".
+      normalize: False is USAM's e = rho * g.
+      key: a PRNG key, needed by ball "random" only.
+
+    Returns:
+      e, a pytree like `params`.
     """
     if ball == "random":
         keys = jax.random.split(key, len(jax.tree_util.tree_leaves(params)))
@@ -270,15 +284,32 @@ def asam(rho: ScalarOrSchedule, *, eta: float = 0.01,
     linear kernels and the BatchNorm scale; flax's `kernel` and `scale`) get
     T = |w| + eta; biases and BatchNorm offsets keep T = 1. `leaves="all"`
     scales every leaf; a predicate on the key path chooses any other set.
-    Other arguments as in `sam`.
+
+    Args:
+      rho: radius, a float >= 0 or a schedule step -> rho.
+      eta: the offset of T = |w| + eta (0.01 as in the ASAM paper).
+      leaves: "weights" (the authors' rule), "all", or a predicate on the key
+        path choosing the scaled parameters.
+      **kwargs: any other argument of `sam` (axis_name, sync_perturbation, ...).
+
+    Returns:
+      An `optax.GradientTransformationExtraArgs`, as `sam`.
     """
     return sam(rho, adaptive=True, eta=eta, asam_leaves=leaves, **kwargs)
 
 
 def usam(rho: ScalarOrSchedule, **kwargs) -> optax.GradientTransformationExtraArgs:
     """Unnormalised SAM (Andriushchenko & Flammarion 2022; Dai, Ahn & Sra 2023):
-    e = rho * g, without dividing by ||g||. rho is in other units than SAM's
-    (||e|| = rho ||g||). Other arguments as in `sam`."""
+    e = rho * g, without dividing by ||g||.
+
+    Args:
+      rho: the step along g, a float >= 0 or a schedule; in other units than
+        SAM's radius (||e|| = rho ||g||).
+      **kwargs: any other argument of `sam` (axis_name, sync_perturbation, ...).
+
+    Returns:
+      An `optax.GradientTransformationExtraArgs`, as `sam`.
+    """
     return sam(rho, normalize=False, **kwargs)
 
 
@@ -290,7 +321,17 @@ def plain_gradient(*, axis_name: AxisName = None, grouped: bool = False,
                    aux_init=None) -> optax.GradientTransformationExtraArgs:
     """The gradient at w itself, averaged over groups and `axis_name`: the sgd
     method. One gradient evaluation per step; it reports what every method
-    reports, so a trainer treats SGD like the others."""
+    reports, so a trainer treats SGD like the others.
+
+    Args:
+      axis_name: the device axes to average over, if any.
+      grouped: the arguments carry a leading axis of groups, as in `sam`.
+      aux_init: an example of the aux reported beside the gradient, as in `sam`.
+
+    Returns:
+      An `optax.GradientTransformationExtraArgs` whose update needs no
+      `grad_fn`.
+    """
     has_aux = aux_init is not None
 
     def init_fn(params):
@@ -315,9 +356,9 @@ def plain_gradient(*, axis_name: AxisName = None, grouped: bool = False,
 class GroupedSAMOutput(NamedTuple):
     """What `grouped_sam_gradient` returns.
 
-    grads: mean over groups (and over `axis_name`) of the gradient at w + e_k.
-    clean_loss, clean_aux: the first (unperturbed) pass, stacked over groups.
-    perturbed_loss, perturbed_aux: the second pass, averaged over groups (and
+    - grads: mean over groups (and over `axis_name`) of the gradient at w + e_k.
+    - clean_loss, clean_aux: the first (unperturbed) pass, stacked over groups.
+    - perturbed_loss, perturbed_aux: the second pass, averaged over groups (and
       `axis_name`).
     """
     grads: Any

@@ -31,6 +31,19 @@ def fail(message: str, code: int = errors.EXIT_BAD_INPUT):
     sys.exit(code)
 
 
+_HELP_FLAGS = frozenset({"help", "?", "helpshort", "helpfull", "helpxml"})
+
+
+def asks_for_help(args: list[str]) -> bool:
+    """Whether the flags (before a `--`) include one of absl's help flags."""
+    for arg in args:
+        if arg == "--":
+            return False
+        if arg.startswith("-") and arg.lstrip("-").split("=")[0] in _HELP_FLAGS:
+            return True
+    return False
+
+
 def parse_flags(argv: list[str], flag_values: Optional[flags.FlagValues] = None
                 ) -> list[str]:
     """Parses argv into `flag_values` (absl's global FLAGS by default); the
@@ -38,7 +51,11 @@ def parse_flags(argv: list[str], flag_values: Optional[flags.FlagValues] = None
     flag_values = flag_values or flags.FLAGS
     try:
         return flag_values(argv)
-    except SystemExit:
+    except SystemExit as e:
+        # absl exits 1 after printing the help it was asked for; asking for
+        # help is no failure (exit 0, as other command lines do).
+        if e.code == 1 and asks_for_help(argv[1:]):
+            sys.exit(errors.EXIT_OK)
         raise
     except Exception as e:  # absl's flags.Error, or a config file's own error
         fail(one_line(e))

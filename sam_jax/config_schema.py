@@ -19,9 +19,9 @@ def base_config() -> ml_collections.ConfigDict:
     # streamed ones). In-memory images (CIFAR) are resized up to it after
     # augmentation (finetuning at the model's resolution).
     config.image_size = ml_collections.config_dict.placeholder(int)
-    config.randaugment = ml_collections.ConfigDict()
-    config.randaugment.num_layers = 2
-    config.randaugment.magnitude = 9
+    config.randaugment = ml_collections.ConfigDict()  # augmentation="randaugment"
+    config.randaugment.num_layers = 2  # operations applied to each image
+    config.randaugment.magnitude = 9  # their strength, 0-30
     config.validation_split = False  # hold out 10% of train (the rho search)
     # In-memory data sets: train on the first N examples of the training split
     # only (a fixed subset: the split's stored order, whatever the seed);
@@ -39,10 +39,10 @@ def base_config() -> ml_collections.ConfigDict:
     # train_uncorrupted_error on the others).
     config.evaluate_training_set = False
     config.label_noise = 0.0  # symmetric noise rate on training labels, [0, 1)
-    config.label_noise_seed = 0
+    config.label_noise_seed = 0  # which labels are changed (independent of seed)
 
     # Model.
-    config.model = ml_collections.ConfigDict()
+    config.model = ml_collections.ConfigDict()  # the network
     config.model.name = "wrn28_10"  # see sam_jax.models.MODELS
     # Compute dtype of the model: "float32" or "bfloat16" (convolutions, dense
     # layers and activations in bf16, about half the activation memory and
@@ -67,18 +67,18 @@ def base_config() -> ml_collections.ConfigDict:
     config.freeze_batch_norm = False
 
     # Optimisation (the paper's CIFAR defaults).
-    config.num_epochs = 200
+    config.num_epochs = 200  # training length in epochs
     # Training length in steps instead (finetuning: 5k steps); None uses epochs.
     config.num_steps = ml_collections.config_dict.placeholder(int)
     config.batch_size = 256  # global, over all devices and hosts
-    config.eval_batch_size = 1024
-    config.label_smoothing = 0.0
-    config.optimizer = ml_collections.ConfigDict()
+    config.eval_batch_size = 1024  # global; evaluation covers every example once
+    config.label_smoothing = 0.0  # of the training loss (ImageNet: 0.1)
+    config.optimizer = ml_collections.ConfigDict()  # the base optimizer
     config.optimizer.name = "sgd"  # or "rmsprop" (the official code's other choice)
-    config.optimizer.learning_rate = 0.1
+    config.optimizer.learning_rate = 0.1  # peak (the schedule starts there)
     config.optimizer.schedule = "cosine"  # or "constant"
-    config.optimizer.momentum = 0.9
-    config.optimizer.nesterov = True
+    config.optimizer.momentum = 0.9  # 0: plain SGD
+    config.optimizer.nesterov = True  # Nesterov momentum, as the official code
     config.optimizer.weight_decay = 5e-4  # L2 term in the loss, 0.5 * wd * |w|^2
     config.optimizer.grad_clip_norm = 5.0  # 0 disables
 
@@ -90,7 +90,7 @@ def base_config() -> ml_collections.ConfigDict:
     # SAM. rho = 0 is the SGD baseline (one pass per step). The groups of m
     # examples, sync_perturbation and group_map apply to every method.
     config.sam = ml_collections.ConfigDict()
-    config.sam.rho = 0.05
+    config.sam.rho = 0.05  # the radius of the perturbation
     config.sam.adaptive = False  # ASAM (the asam method has its own sub-config)
     config.sam.eta = 0.01  # ASAM's offset
     config.sam.asam_leaves = "weights"  # ASAM scales kernels and BN scales; or "all"
@@ -115,47 +115,47 @@ def base_config() -> ml_collections.ConfigDict:
     # the m-sharpness of small m without BatchNorm over m examples).
     config.sam.batch_norm = "group"
 
-    # The other methods (see the README's methods table for sources).
+    # The other methods (docs/guides/choosing_a_variant.md lists their sources).
     config.asam = ml_collections.ConfigDict()
     config.asam.rho = 0.5  # Kwon et al.'s CIFAR value with eta 0.01
-    config.asam.eta = 0.01
+    config.asam.eta = 0.01  # the offset of |w| + eta
     config.asam.leaves = "weights"  # the authors' rule; "all" scales every leaf
-    config.usam = ml_collections.ConfigDict()
+    config.usam = ml_collections.ConfigDict()  # method="usam"
     config.usam.rho = 0.05  # ||e|| = rho ||g||
-    config.gsam = ml_collections.ConfigDict()
+    config.gsam = ml_collections.ConfigDict()  # method="gsam"
     config.gsam.rho_max = 0.05  # the radius at the peak learning rate
     config.gsam.rho_min = 0.025  # ... and at the last one (the paper's ratio)
     config.gsam.alpha = 0.01  # the paper's value for SGD-trained ResNets
-    config.looksam = ml_collections.ConfigDict()
-    config.looksam.rho = 0.05
+    config.looksam = ml_collections.ConfigDict()  # method="looksam"
+    config.looksam.rho = 0.05  # the radius of its full SAM steps
     config.looksam.k = 5  # a full SAM step every k steps
-    config.looksam.alpha = 0.7
-    config.esam = ml_collections.ConfigDict()
-    config.esam.rho = 0.05
+    config.looksam.alpha = 0.7  # weight of the stored direction between them
+    config.esam = ml_collections.ConfigDict()  # method="esam"
+    config.esam.rho = 0.05  # the radius
     config.esam.beta = 0.5  # the probability of perturbing a tensor
     config.esam.gamma = 0.5  # the fraction of examples in the second pass
-    config.rwp = ml_collections.ConfigDict()
+    config.rwp = ml_collections.ConfigDict()  # method="rwp"
     config.rwp.sigma = 0.01  # noise std relative to each filter's norm
     config.rwp.mix = 0.5  # weight of the perturbed gradient
-    config.sampa = ml_collections.ConfigDict()
-    config.sampa.rho = 0.1
+    config.sampa = ml_collections.ConfigDict()  # method="sampa"
+    config.sampa.rho = 0.1  # the radius
     config.sampa.mix = 0.2  # weight of the optimistic gradient (the authors' lambda)
     # The two gradients as one vmapped pass ("yes"), one after the other
     # ("no"), or "auto": fused except on CPU, where XLA's convolutions with a
     # batch of weight sets are slower than two passes.
     config.sampa.fused = "auto"
-    config.extragradient = ml_collections.ConfigDict()
+    config.extragradient = ml_collections.ConfigDict()  # method="extragradient"
     config.extragradient.gamma_scale = 1.0  # gamma_t = gamma_scale * lr_t
-    config.optimistic = ml_collections.ConfigDict()
-    config.optimistic.alpha = 1.0
-    config.optimistic.beta = 1.0
-    config.entropy_sgd = ml_collections.ConfigDict()
+    config.optimistic = ml_collections.ConfigDict()  # method="optimistic"
+    config.optimistic.alpha = 1.0  # (alpha + beta) g_t - beta g_{t-1}
+    config.optimistic.beta = 1.0  # the weight of the last gradient
+    config.entropy_sgd = ml_collections.ConfigDict()  # method="entropy_sgd"
     config.entropy_sgd.inner_steps = 5  # L (the paper's CIFAR runs: 20)
     config.entropy_sgd.gamma = 0.03  # the coupling ("scope")
     config.entropy_sgd.scoping = 1e-3  # gamma_t = gamma (1 + scoping)^t
     config.entropy_sgd.inner_lr = 0.1  # eta'
     config.entropy_sgd.noise = 1e-4  # epsilon
-    config.entropy_sgd.mean_decay = 0.75
+    config.entropy_sgd.mean_decay = 0.75  # the running mean mu's decay
 
     # A schedule on the method's radius (rho, or its equivalent): "constant"
     # or "lr" (proportional to the learning rate); a linear warm-up over
@@ -214,9 +214,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.skip_nonfinite_steps = False
 
     # Bookkeeping.
-    config.log_every_steps = 100
-    config.eval_every_epochs = 10
-    config.checkpoint_every_steps = 1000
+    config.log_every_steps = 100  # a progress line and a "train" record
+    config.eval_every_epochs = 10  # test evaluation (and at the end)
+    config.checkpoint_every_steps = 1000  # periodic checkpoints (and the last)
     return config
 
 

@@ -6,8 +6,9 @@ know: its cost, the base optimizer it steps with, and the settings it cannot
 run under. `--config.method=sgd` is the base optimizer alone.
 
 Cost: `gradient_evaluations` and `sequential_passes` per step as declared here
-(the README's table); the trainer also records the evaluations each step
-actually made (a late-phase or LookSAM step varies) and the wall-clock time.
+(the docs' cost table is generated from them); the trainer also records the
+evaluations each step actually made (a late-phase or LookSAM step varies) and
+the wall-clock time.
 """
 
 import dataclasses
@@ -47,7 +48,7 @@ class Method:
     changes: str  # what it changes against SAM or SGD
     paper: str
     build: Callable[[object, Context], optax.GradientTransformationExtraArgs]
-    # (gradient evaluations, sequential passes) per step, as text for the README
+    # (gradient evaluations, sequential passes) per step, as text for the docs
     cost: Callable[[object], tuple[str, str]]
     # Config key (in its sub-config) of the radius that rho_schedule scales.
     radius: Optional[str] = None

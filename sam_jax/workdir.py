@@ -35,7 +35,7 @@ from typing import Optional
 
 from sam_jax.errors import BadInputError
 
-# What a run writes (see README, "What a run leaves").
+# What a run writes (see docs/trainer.md, "What a run leaves in its workdir").
 CONFIG_FILE = "config.json"  # the config the run was started with
 METRICS_FILE = "metrics.jsonl"  # one JSON object per line: {"step", "split", ...}
 RESULTS_FILE = "results.json"  # final metrics; its presence means "finished"
@@ -45,10 +45,11 @@ CHECKPOINT_DIR = "checkpoints"  # orbax, one directory per saved step
 # holds orbax's step directories only.
 CHECKPOINT_CONFIG_FILE = "checkpoints_config.json"
 CORRUPT_CHECKPOINT_DIR = "checkpoints_corrupt"  # unreadable ones, moved aside
-TENSORBOARD_DIR = "tensorboard"
+TENSORBOARD_DIR = "tensorboard"  # TensorBoard event files
 LABEL_NOISE_FILE = "label_noise.npz"  # which labels the noise changed
 ANALYSIS_FILE = "analysis.json"  # python -m sam_jax.analysis
-ANALYSIS_PLOTS = ("hessian_density.png", "msharpness.png", "landscape_1d.png",
+ANALYSIS_PLOTS = ("hessian_density.png",  # the analysis's plots
+                  "msharpness.png", "landscape_1d.png",
                   "landscape_2d.png", "interpolation.png")
 LOCK_FILE = ".lock"  # held by the run in progress (with its host and pid)
 # Written by the reproduction launchers, not the trainer.

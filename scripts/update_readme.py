@@ -6,6 +6,9 @@ Replaces, in README.md and the READMEs of experiments/cpu_scale,
 experiments/benchmarks and experiments/sam_behaviour, the text between
 `<!-- include: PATH -->` and `<!-- end include -->` with the current content
 of PATH (relative to the repository root).
+
+The documentation site (docs/) needs no copy: its pages include the same files
+when Sphinx builds them (`{include}` directives), so they cannot go stale.
 """
 
 import os

@@ -1,12 +1,19 @@
 """The package as a user installs it: a wheel built from this checkout,
 installed into its own directory (not editable), its CLIs run from a directory
-that has nothing of the checkout. The venv provides the dependencies."""
+that has nothing of the checkout. The venv provides the dependencies.
+
+`fresh_venv` goes further: a new virtual environment with the wheel installed
+into it by pip (offline: --no-index --no-deps), the running environment's
+packages visible to it as a plain path (its .pth files, the editable install of
+this checkout among them, are not run), so it installs in seconds."""
 
 import glob
+import json
 import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 
 import pytest
 
@@ -31,16 +38,23 @@ def checkout_copy(destination):
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory):
-    """(site directory holding the installed wheel, an unrelated directory, env)."""
-    tmp = tmp_path_factory.mktemp("install")
+def wheel(tmp_path_factory):
+    """The wheel built from a copy of the checkout (offline: no build isolation)."""
+    tmp = tmp_path_factory.mktemp("build")
     checkout_copy(tmp / "src")
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
          "-q", "-w", str(tmp / "dist"), "."],
         cwd=tmp / "src", capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr[-3000:]
-    (wheel,) = glob.glob(str(tmp / "dist" / "sam_jax-*.whl"))
+    (path,) = glob.glob(str(tmp / "dist" / "sam_jax-*.whl"))
+    return path
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory, wheel):
+    """(site directory holding the installed wheel, an unrelated directory, env)."""
+    tmp = tmp_path_factory.mktemp("install")
     install = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "-q",
          "--target", str(tmp / "site"), wheel],
@@ -94,3 +108,80 @@ def test_analysis_cli_bad_input_from_another_directory(installed, tmp_path):
     assert errors == [f"error: no config.json in '{tmp_path}/nothing': not a training "
                       "workdir"]
     assert proc.stderr.strip().splitlines()[-1] == errors[0]
+
+
+# ------------------------------------------------- the wheel in a fresh venv
+
+@pytest.fixture(scope="module")
+def fresh_venv(tmp_path_factory, wheel):
+    """(the new environment's python, an unrelated directory, env)."""
+    tmp = tmp_path_factory.mktemp("venv")
+    venv = tmp / "venv"
+    made = subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)],
+                          capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr[-3000:]
+    python = str(venv / "bin" / "python")
+    site = subprocess.run([python, "-c", "import sysconfig; "
+                           "print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, timeout=60).stdout.strip()
+    # The dependencies: this environment's site-packages as plain path entries,
+    # after the new environment's own (so its sam_jax is the wheel's).
+    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
+    with open(os.path.join(site, "dependencies_of_the_test_env.pth"), "w") as f:
+        f.write("".join(path + "\n" for path in sorted(ours)))
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", python, "install", "--no-index",
+         "--no-deps", "-q", wheel], capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr[-3000:]
+    elsewhere = tmp / "elsewhere"
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "XLA_FLAGS", "JAX_NUM_CPU_DEVICES")}
+    return python, str(elsewhere), dict(env, JAX_PLATFORMS="cpu"), site
+
+
+def run_in_venv(fresh_venv, *args, timeout=300):
+    python, elsewhere, env, _ = fresh_venv
+    return subprocess.run([python, *args], cwd=elsewhere, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_fresh_venv_imports_the_wheel_not_the_checkout(fresh_venv):
+    _, _, _, site = fresh_venv
+    proc = run_in_venv(fresh_venv, "-c", "import sam_jax, importlib.resources as r; "
+                       "print(sam_jax.__file__); print(sam_jax.__version__); "
+                       "print(r.files('sam_jax').joinpath('py.typed').is_file())")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    package_file, version, typed = proc.stdout.split()
+    assert package_file == os.path.join(site, "sam_jax", "__init__.py")
+    with open(os.path.join(REPO, "sam_jax", "__init__.py")) as f:
+        assert f'__version__ = "{version}"' in f.read()
+    assert typed == "True"
+
+
+def test_fresh_venv_main_help(fresh_venv):
+    proc = run_in_venv(fresh_venv, "-m", "sam_jax.main", "--help")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "--workdir" in proc.stdout and "--config" in proc.stdout
+
+
+def test_fresh_venv_reproduce_plan(fresh_venv, tmp_path):
+    proc = run_in_venv(fresh_venv, "-m", "sam_jax.reproduce", "plan",
+                       "--table=table1_cifar", f"--root={tmp_path}/R")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith("table1_cifar: 450 runs, ")
+    assert not os.path.exists(tmp_path / "R")
+
+
+def test_fresh_venv_quickstart_for_20_steps(fresh_venv, tmp_path):
+    workdir = tmp_path / "quickstart"
+    proc = run_in_venv(fresh_venv, "-m", "sam_jax.main",
+                       "--config=configs/quickstart.py", f"--workdir={workdir}",
+                       "--config.num_steps=20", timeout=600)
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-3000:])
+    with open(workdir / "results.json") as f:
+        results = json.load(f)
+    assert results["steps"] == 20
+    assert results["gradient_evaluations"] == 40  # SAM: two per step
+    assert 0 <= results["test_error"] < 0.9  # 10 classes: chance is 0.9
+    assert proc.stdout.strip().splitlines()[-1].startswith("final test error ")

@@ -1,6 +1,7 @@
-"""SAM with BatchNorm and dropout: the official code's semantics in one step.
+"""SAM in your own optax loop, with BatchNorm and dropout: the official code's
+semantics in one step (docs/guides/optax_loop.md).
 
-    python scripts/sam_batchnorm_example.py
+    python docs/examples/optax_loop_batchnorm.py
 
 A SAM step runs the model twice on the same batch. With mutable state and
 random layers, three choices decide what that step means; the paper's code:
@@ -54,7 +55,7 @@ def make_train_step(model, tx):
     return train_step
 
 
-def main():
+def main(steps: int = 100):
     key = jax.random.PRNGKey(0)
     x = jax.random.normal(key, (256, 8))
     batch = {"x": x, "y": (x[:, 0] + 0.3 * x[:, 1] > 0).astype(jnp.int32)}
@@ -64,13 +65,13 @@ def main():
     tx = optax.chain(sam_jax.sam(rho=0.05), optax.sgd(0.1, momentum=0.9))
     opt_state = tx.init(params)
     train_step = make_train_step(model, tx)
-    for _ in range(100):
+    for _ in range(steps):
         params, batch_stats, opt_state = train_step(params, batch_stats, opt_state,
                                                     batch, key)
     logits = model.apply({"params": params, "batch_stats": batch_stats}, x,
                          train=False)
     accuracy = float(jnp.mean(jnp.argmax(logits, -1) == batch["y"]))
-    print(f"training accuracy after 100 SAM steps: {accuracy:.3f}")
+    print(f"training accuracy after {steps} SAM steps: {accuracy:.3f}")
     return params, batch_stats, accuracy
 
 
