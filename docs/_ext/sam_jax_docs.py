@@ -215,11 +215,16 @@ def tables_markdown() -> str:
     from sam_jax import reproduce
     lines = ["| `--table=` | title | runs | rows x columns | declared in |",
              "|---|---|---|---|---|"]
+    from sam_jax.errors import BadInputError
     for name in reproduce.TABLES:
-        table = reproduce.load_table(name)
+        declared = f"`experiments/{name.replace('.', '/')}.py`"
+        try:
+            table = reproduce.load_table(name)
+        except BadInputError as e:  # its runs follow from an earlier table's
+            lines.append(f"| `{name}` | {_cell(str(e))} | 0 | - | {declared} |")
+            continue
         lines.append(f"| `{name}` | {_cell(table.title)} | {len(table.runs())} | "
-                     f"{len(table.rows)} x {len(table.columns)} | "
-                     f"`experiments/{name.replace('.', '/')}.py` |")
+                     f"{len(table.rows)} x {len(table.columns)} | {declared} |")
     return ("Generated from `sam_jax.reproduce.TABLES` (runs at each table's "
             "default seeds).\n\n" + "\n".join(lines) + "\n")
 

@@ -27,12 +27,40 @@ SETTING = {
 CONDITIONS = (("clean", "clean labels"), ("noise80", "80% noise"))
 
 
+# The pre-registered design (PROTOCOL.md).
+SGD_LEARNING_RATES = (0.025, 0.05, 0.1, 0.2, 0.4)
+SAM_RHOS = (0.01, 0.02, 0.05, 0.1, 0.2)
+SAM_LEARNING_RATE = 0.1  # the paper's
+SAM_M = 32  # examples per perturbation: 4 groups of the batch of 128
+LATE_SAM_START = 0.9  # late-phase SAM: SAM for the last 10% of the steps
+SWA = {"swa.start_fraction": 0.75, "swa.learning_rate": 0.01}
+# Validation errors closer than this (points) to the best tie; the lowest
+# validation loss among them wins.
+TIE_POINTS = 0.1
+# Main runs: seeds 1..n (seed 0 made the picks). n per condition.
+SEEDS = {"clean": 6, "noise80": 19}
+# Non-inferiority margins, points of test error (X - SAM).
+MARGINS = {"clean": 0.25, "noise80": 1.0}
+NOISE_AUGMENTATION = "none"  # the 80%-noise arm: nothing augmented
+
+
 def epochs_setting(num_epochs: int) -> dict:
     """Evaluated on the test split only at the end (the picks never see it)."""
     return {"num_epochs": num_epochs, "eval_every_epochs": num_epochs}
 
 
-def runs(method: str, noise: str, overrides: dict, seeds: int) -> tuple:
-    """Seeded runs of CONFIG:small,METHOD,NOISE with SETTING + overrides."""
-    return registry.seeded_runs(f"{CONFIG}:small,{method},{noise}",
-                                {**SETTING, **overrides}, seeds, seed_keys=SEED_KEYS)
+def runs(method: str, noise: str, overrides: dict, seeds) -> tuple:
+    """Runs of CONFIG:small,METHOD,NOISE with SETTING + overrides, one per seed
+    in `seeds` (a count n: seeds 0..n-1; or the seeds themselves)."""
+    seeds = range(seeds) if isinstance(seeds, int) else seeds
+    return tuple(registry.make_run(f"{CONFIG}:small,{method},{noise}",
+                                   {**SETTING, **overrides}, seed, seed_keys=SEED_KEYS)
+                 for seed in seeds)
+
+
+def condition_overrides(noise: str, model: str, num_epochs: int) -> dict:
+    """The gated model and epochs; the noise arm's augmentation."""
+    overrides = {"model.name": model, **epochs_setting(num_epochs)}
+    if noise != "clean":
+        overrides["augmentation"] = NOISE_AUGMENTATION
+    return overrides

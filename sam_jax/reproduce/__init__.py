@@ -19,7 +19,8 @@ TABLES = (
     "review_comparison.grid", "review_comparison.clean", "review_comparison.noise40",
     "review_comparison.noise80", "sam_behaviour.edge_of_stability",
     "sam_behaviour.trace_and_lambda_max", "sam_behaviour.m_sweep",
-    "sam_behaviour.rho_feature_rank", "sam_vs_sgd.gates",
+    "sam_behaviour.rho_feature_rank", "sam_vs_sgd.gates", "sam_vs_sgd.grid",
+    "sam_vs_sgd.clean", "sam_vs_sgd.noise80",
 )
 
 # A --table or --sweep that names nothing (the name of earlier releases).

@@ -127,6 +127,8 @@ METRICS: dict[str, Metric] = {
     # share of the corrupted examples predicted as their noisy label.
     "train_error": _percent("train_error"),
     "memorised": _percent("train_corrupted_error", complement=True),
+    "swa_train_error": _percent("swa_train_error"),
+    "swa_memorised": _percent("swa_train_corrupted_error", complement=True),
     # SWA's averaged weights (runs with swa.start_fraction set).
     "swa_error": _percent("swa_test_error"),
     "swa_validation_error": _percent("swa_validation_error"),
