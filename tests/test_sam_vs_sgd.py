@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import sam_vs_sgd as study
-from experiments.sam_vs_sgd import analysis, gates, grid, main, pick, power
+from experiments.sam_vs_sgd import analysis, budget, gates, grid, main, pick, power
 
 # Student's t quantiles from printed tables (5 degrees of freedom).
 T_975_5, T_95_5 = 2.570582, 2.015048
@@ -112,3 +112,27 @@ def test_picks_then_the_verdict_from_fake_runs(tmp_path, monkeypatch):
     assert set(values["clean"]["sam"]["error"]) == set(range(1, 7))
     analysis.plot(values, str(tmp_path / "verdict.png"))
     assert (tmp_path / "verdict.png").stat().st_size > 0
+
+
+def test_budget_plan_adds_each_runs_steps_times_its_step_time():
+    sgd_step, sam_step = 0.1, 0.25
+    rows = budget.plan(GATED, sgd_step, sam_step, {"clean": 6, "noise80": 19})
+    steps_per_run = 78 * 100
+    sgd, sam = steps_per_run * sgd_step, steps_per_run * sam_step
+    grids = 2 * (5 * sgd + 5 * sam)
+    per_seed = sgd + 2 * sgd + sam + (0.1 * sam + 0.9 * sgd) + sgd
+    assert [runs for _, runs, _ in rows] == [20, 30, 95]
+    assert [hours for _, _, hours in rows] == pytest.approx(
+        [grids / 3600, 6 * per_seed / 3600, 19 * per_seed / 3600])
+    text = budget.report(GATED, sgd_step, sam_step, 30)
+    assert f"| total | 145 | {sum(h for _, _, h in rows):.2f} |" in text
+
+
+def test_study_commands_without_their_inputs_exit_2_in_one_line(tmp_path, monkeypatch,
+                                                               capsys):
+    monkeypatch.setattr(gates, "GATED_PATH", str(tmp_path / "gated.json"))
+    monkeypatch.setattr(gates.read_gated, "__defaults__", (str(tmp_path / "gated.json"),))
+    assert budget.main([]) == 2
+    assert pick.main(["--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "gated.json does not exist" in err
