@@ -52,10 +52,13 @@ from sam_jax._family import (AxisName, ScalarOrSchedule, StepInfo, add_to_groups
 
 BALLS = ("l2", "linf", "random")
 # ASAM's scaled parameters. The authors (SamsungLabs/ASAM, asam.py) scale
-# only parameters whose name contains "weight": the conv and linear kernels
-# and the BatchNorm scale; biases and BatchNorm offsets keep T = 1.
+# only parameters whose PyTorch name contains "weight": the conv and linear
+# kernels, the BatchNorm scale, embeddings; biases and BatchNorm offsets keep
+# T = 1. The same parameters by the names other libraries give them: flax's
+# kernel, scale, embedding; Haiku's w, scale, embeddings (its biases are b,
+# its BatchNorm offsets offset).
 ASAM_LEAVES = ("weights", "all")
-_ASAM_WEIGHT_NAMES = ("kernel", "scale")
+_ASAM_WEIGHT_NAMES = frozenset({"kernel", "scale", "embedding", "w", "embeddings"})
 
 
 # ----------------------------------------------------------- perturbations
@@ -69,8 +72,29 @@ def _leaf_name(path) -> str:
 
 
 def asam_scaled(path, leaves: str = "weights") -> bool:
-    """Whether ASAM scales the parameter at `path` by T = |w| + eta."""
-    return leaves == "all" or _leaf_name(path) in _ASAM_WEIGHT_NAMES
+    """Whether ASAM scales the parameter at `path` by T = |w| + eta: every one
+    (leaves="all"), or the weights by their leaf name (flax, Haiku, or
+    PyTorch-style names that contain "weight", as the authors test)."""
+    if leaves == "all":
+        return True
+    name = _leaf_name(path)
+    return name in _ASAM_WEIGHT_NAMES or "weight" in name
+
+
+def _asam_scale(params, scaled: Callable, eta):
+    """T = |w| + eta on the leaves `scaled` selects, 1 elsewhere; a ValueError
+    if it selects none (ASAM would silently be SAM)."""
+    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    if not any(scaled(path) for path in paths):
+        names = sorted({_leaf_name(path) for path in paths})
+        raise ValueError(
+            f"ASAM scales no parameter: no leaf name of {names[:10]} is a weight by "
+            f"the conventions it knows ({', '.join(sorted(_ASAM_WEIGHT_NAMES))}, or "
+            "containing 'weight'); scale every leaf (asam(leaves='all'), "
+            "sam(asam_leaves='all')) or choose them with a predicate on the key path")
+    return jax.tree_util.tree_map_with_path(
+        lambda path, w: (jnp.abs(w.astype(jnp.float32)) + eta) if scaled(path)
+        else jnp.ones(w.shape, jnp.float32), params)
 
 
 # ----------------------------------------------------------- perturbations
@@ -82,9 +106,10 @@ def perturbation(grads, params, rho, *, adaptive: bool = False, eta: float = 0.0
 
     SAM:   e = rho * g / (||g|| + eps).
     ASAM:  e = rho * T^2 g / (||T g|| + eps), T = |w| + eta on the leaves
-           `asam_leaves` selects ("weights": kernels and BatchNorm scales, the
+           `asam_leaves` selects ("weights": kernels, BatchNorm scales and
+           embeddings by their flax, Haiku or PyTorch-style names, the
            authors' rule; "all": every leaf; or a predicate on the key path),
-           T = 1 elsewhere.
+           T = 1 elsewhere; a ValueError if it selects no leaf.
     USAM (normalize=False): e = rho * g.
     ball "linf": e = rho * sign(g) (the p = infinity ball of the paper's eq. 2).
     ball "random": e = rho * z / ||z||, z ~ N(0, I) from `key` (the paper's
@@ -109,9 +134,7 @@ def perturbation(grads, params, rho, *, adaptive: bool = False, eta: float = 0.0
     elif adaptive:
         scaled = asam_leaves if callable(asam_leaves) else (
             lambda path: asam_scaled(path, asam_leaves))
-        scale = jax.tree_util.tree_map_with_path(
-            lambda path, w: (jnp.abs(w.astype(jnp.float32)) + eta) if scaled(path)
-            else jnp.ones(w.shape, jnp.float32), params)
+        scale = _asam_scale(params, scaled, eta)
         scaled_grads = jax.tree_util.tree_map(
             lambda t, g: t * g.astype(jnp.float32), scale, grads)
         norm = tree_norm(scaled_grads)
@@ -161,7 +184,9 @@ def sam(rho: ScalarOrSchedule, *, adaptive: bool = False, eta: float = 0.01,
       eta: ASAM's offset (0.01 as in the ASAM paper; 0 is the popular PyTorch
         port's formula).
       asam_leaves: which parameters ASAM scales: "weights" (the authors' rule:
-        parameters named kernel or scale), "all", or a predicate on the key path.
+        kernels, BatchNorm scales, embeddings by their flax, Haiku or
+        PyTorch-style leaf names; see `asam_scaled`), "all", or a predicate on
+        the key path. Selecting no leaf is a ValueError.
       ball: "l2" (SAM), "linf" (e = rho sign(g)) or "random" (a random
         direction of norm rho): the paper's appendix ablations.
       ascent_steps: n inner ascent steps (the paper compared 5 with 1): each
@@ -267,8 +292,10 @@ def asam(rho: ScalarOrSchedule, *, eta: float = 0.01,
 
     e = rho * T^2 g / ||T g||. By default only the parameters the authors scale
     (SamsungLabs/ASAM, asam.py: names containing "weight", i.e. the conv and
-    linear kernels and the BatchNorm scale; flax's `kernel` and `scale`) get
-    T = |w| + eta; biases and BatchNorm offsets keep T = 1. `leaves="all"`
+    linear kernels, the BatchNorm scale and embeddings; flax's `kernel`,
+    `scale` and `embedding`, Haiku's `w`, `scale` and `embeddings`) get
+    T = |w| + eta; biases and BatchNorm offsets keep T = 1. A tree in which
+    none of these names occurs is an error, not plain SAM. `leaves="all"`
     scales every leaf; a predicate on the key path chooses any other set.
     Other arguments as in `sam`.
     """
@@ -318,7 +345,7 @@ class GroupedSAMOutput(NamedTuple):
     grads: mean over groups (and over `axis_name`) of the gradient at w + e_k.
     clean_loss, clean_aux: the first (unperturbed) pass, stacked over groups.
     perturbed_loss, perturbed_aux: the second pass, averaged over groups (and
-      `axis_name`).
+      `axis_name`); an integer or boolean aux leaf's mean is float32.
     """
     grads: Any
     clean_loss: jnp.ndarray
@@ -328,6 +355,14 @@ class GroupedSAMOutput(NamedTuple):
 
 
 GROUP_MAPS = ("vmap", "sequential")
+
+
+def _float_if_integer(tree):
+    """Integer and boolean leaves as float32: their mean over groups (a count's
+    mean is a fraction) must not be cast back and truncated."""
+    return jax.tree_util.tree_map(
+        lambda x: x if jnp.issubdtype(x.dtype, jnp.inexact) else x.astype(jnp.float32),
+        tree)
 
 
 def grouped_sam_gradient(
@@ -387,12 +422,13 @@ def grouped_sam_gradient(
     def grad_fn(weights):
         def one(w, group, index):
             (p_loss, p_aux), p_grads = value_and_grad(w, group, index)
-            return p_grads, (p_loss, p_aux)
+            return p_grads, (p_loss, _float_if_integer(p_aux))
         return mapper(one)(weights, groups, indices)
 
+    pooled_aux = (loss, _float_if_integer(aux))
     tx = sam(rho, adaptive=adaptive, eta=eta, eps=eps, axis_name=axis_name,
              sync_perturbation=sync_perturbation, grouped=True,
-             aux_init=jax.tree_util.tree_map(lambda x: x[0], (loss, aux)))
-    out, state = tx.update(g, tx.init(params), params, grad_fn=grad_fn, aux=(loss, aux))
+             aux_init=jax.tree_util.tree_map(lambda x: x[0], pooled_aux))
+    out, state = tx.update(g, tx.init(params), params, grad_fn=grad_fn, aux=pooled_aux)
     p_loss, p_aux = state.info.aux
     return GroupedSAMOutput(out, loss, aux, p_loss, p_aux)
