@@ -10,7 +10,9 @@ Here: the perturbations (the L2 ball, ASAM's scaled ball, the p = infinity
 ball, a random direction, USAM's unnormalised step, several ascent steps),
 `sam`, `asam`, `usam`, `plain_gradient` (the sgd method) and the
 `grouped_sam_gradient` convenience. methods.py lists the whole family; what
-its members share (groups, pooling, step reports) is in _family.py.
+its members share is in collectives.py (device axes), groups.py (groups of m
+examples, the grouped and plain forms), _step_info.py (the step's report),
+_radius.py (rho schedules) and _trees.py (norms, leaf names).
 
 The transforms' contract (optax `GradientTransformationExtraArgs`): put the
 method first in a chain, and call
@@ -30,7 +32,7 @@ Per-device perturbation (the official code's default): inside `pmap`,
 device perturbs with its own gradient and only the returned gradient is
 averaged over the axes. With `grouped=True` the arguments carry a leading axis
 of groups of m examples that perturb on their own (m-sharpness; see
-_family.py). `sync_perturbation=True` averages g over groups and devices
+groups.py). `sync_perturbation=True` averages g over groups and devices
 before normalising, i.e. SAM on the global batch. Norms and the eps-guarded
 division are computed in float32 whatever the gradients' dtype (bf16
 gradients keep their norm; a 1e-12 eps is representable), and e is cast back
@@ -43,12 +45,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sam_jax._family import (AxisName, ScalarOrSchedule, StepInfo, add_to_groups,
-                             axis_names, broadcast_groups, cast_like, check_rho,
-                             check_update_args, empty_info, evaluate, group_mean,
-                             groups_info, may_skip, num_groups_of, per_device,
-                             plain_form, pmean, pool, rho_at, tree_add, tree_norm,
+from sam_jax._radius import (ScalarOrSchedule, check_rho, may_skip, rho_at,
                              with_optional_second_pass)
+from sam_jax._step_info import StepInfo, check_update_args, empty_info, groups_info
+from sam_jax._trees import leaf_name, tree_norm
+from sam_jax.collectives import AxisName, axis_names, per_device, pmean
+from sam_jax.groups import (add_to_groups, broadcast_groups, evaluate, group_mean,
+                            num_groups_of, plain_form, pool)
 
 BALLS = ("l2", "linf", "random")
 # ASAM's scaled parameters. The authors (SamsungLabs/ASAM, asam.py) scale
@@ -63,21 +66,13 @@ _ASAM_WEIGHT_NAMES = frozenset({"kernel", "scale", "embedding", "w", "embeddings
 
 # ----------------------------------------------------------- perturbations
 
-def _leaf_name(path) -> str:
-    key = path[-1] if path else None
-    for attribute in ("key", "name", "idx"):
-        if hasattr(key, attribute):
-            return str(getattr(key, attribute))
-    return str(key)
-
-
 def asam_scaled(path, leaves: str = "weights") -> bool:
     """Whether ASAM scales the parameter at `path` by T = |w| + eta: every one
     (leaves="all"), or the weights by their leaf name (flax, Haiku, or
     PyTorch-style names that contain "weight", as the authors test)."""
     if leaves == "all":
         return True
-    name = _leaf_name(path)
+    name = leaf_name(path)
     return name in _ASAM_WEIGHT_NAMES or "weight" in name
 
 
@@ -86,7 +81,7 @@ def _asam_scale(params, scaled: Callable, eta):
     if it selects none (ASAM would silently be SAM)."""
     paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
     if not any(scaled(path) for path in paths):
-        names = sorted({_leaf_name(path) for path in paths})
+        names = sorted({leaf_name(path) for path in paths})
         raise ValueError(
             f"ASAM scales no parameter: no leaf name of {names[:10]} is a weight by "
             f"the conventions it knows ({', '.join(sorted(_ASAM_WEIGHT_NAMES))}, or "
@@ -114,7 +109,7 @@ def perturbation(grads, params, rho, *, adaptive: bool = False, eta: float = 0.0
     ball "linf": e = rho * sign(g) (the p = infinity ball of the paper's eq. 2).
     ball "random": e = rho * z / ||z||, z ~ N(0, I) from `key` (the paper's
            random-direction ablation).
-    `eps` keeps a zero gradient finite (e = 0 then). The norm (_family.tree_norm)
+    `eps` keeps a zero gradient finite (e = 0 then). The norm (_trees.tree_norm)
     and the division are in float32 whatever the gradients' dtype, so with
     bfloat16 or float16 gradients the eps = 1e-12 guard is still representable
     and meaningful (float16's smallest normal is 6e-5), and huge gradients
@@ -200,7 +195,7 @@ def sam(rho: ScalarOrSchedule, *, adaptive: bool = False, eta: float = 0.01,
         returned gradient is averaged over these axes.
       sync_perturbation: average g over groups and `axis_name` before
         normalising (SAM on the global batch).
-      grouped: the arguments carry a leading axis of groups (see _family.py).
+      grouped: the arguments carry a leading axis of groups (see groups.py).
       aux_init: an example of the aux grad_fn returns beside the gradient
         (None: it returns the gradient only); see the module docstring.
       seed: the random direction's draws (ball "random"), folded with the step.
@@ -269,11 +264,12 @@ def sam(rho: ScalarOrSchedule, *, adaptive: bool = False, eta: float = 0.01,
                 if sync_perturbation:  # every ascent step on the pooled gradient
                     g_inner = broadcast_groups(pool(g_inner, axis_name), num_groups)
                 e = jax.vmap(lambda e_k, g_k: project_to_ball(
-                    tree_add(e_k, perturbation(g_k, params, rho_now, eps=eps)),
+                    jax.tree_util.tree_map(
+                        jnp.add, e_k, perturbation(g_k, params, rho_now, eps=eps)),
                     rho_now))(e, g_inner)
             out, aux_out = evaluate(grad_fn, add_to_groups(params, e), axis_name,
                                     has_aux)
-            out = cast_like(out, g)
+            out = optax.tree.cast_like(out, g)
             return group_mean(out), groups_info(
                 evaluations=1 + ascent_steps, rho=rho_now, g=g, e=e, out=out,
                 aux=aux_out, params=params, axis_name=axis_name)
