@@ -29,13 +29,14 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def batch_sharded(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P(AXIS))
+def batch_sharded(mesh: Mesh, axis: str = AXIS) -> NamedSharding:
+    return NamedSharding(mesh, P(axis))
 
 
-def global_batch(mesh: Mesh, local_batch):
-    """This host's slice of the batch (numpy) -> one global, sharded jax.Array."""
-    sharding = batch_sharded(mesh)
+def global_batch(mesh: Mesh, local_batch, axis: str = AXIS):
+    """This host's slice of the batch (numpy) -> one global jax.Array, sharded
+    over the mesh's batch axis."""
+    sharding = batch_sharded(mesh, axis)
     return jax.tree_util.tree_map(
         lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
         local_batch)

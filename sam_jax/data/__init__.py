@@ -33,7 +33,7 @@ _EXPORTS = {
     'symmetric_label_noise': 'label_noise',
     'as_numpy_iterator': 'pipeline',
     'eval_batches': 'pipeline',
-    'num_eval_batches': 'pipeline',
+    'num_eval_batches': 'device_pipeline',
     'steps_per_epoch': 'device_pipeline',
     'train_dataset': 'pipeline',
     'RunInputs': 'run_inputs',

@@ -158,9 +158,10 @@ def _augment_autoaugment_small_image(image, seed, spec):
     return _augment_basic(image, seed, spec)
 
 
-def _augment_randaugment(image, seed, spec):
+def _augment_randaugment(image, seed, spec, num_layers=2, magnitude=9):
     policy_seed = tf.random.experimental.stateless_fold_in(seed, 2)
-    image = autoaugment_lib.randaugment(image, policy_seed)
+    image = autoaugment_lib.randaugment(image, policy_seed, num_layers=num_layers,
+                                        magnitude=magnitude)
     return _augment_basic(image, seed, spec)
 
 
@@ -181,7 +182,9 @@ TRAINING_AUGMENTATIONS: dict[
 
 
 def augment_for_training(image: tf.Tensor, seed: tf.Tensor, *,
-                         spec: DatasetSpec, augmentation: str) -> tf.Tensor:
+                         spec: DatasetSpec, augmentation: str,
+                         randaugment_num_layers: int = 2,
+                         randaugment_magnitude: float = 9) -> tf.Tensor:
     """Augments and normalises one training image.
 
     Args:
@@ -197,8 +200,10 @@ def augment_for_training(image: tf.Tensor, seed: tf.Tensor, *,
             'autoaugment_only' (the policy alone, the official 'aa-only'
             for SVHN), 'autoaugment_small_image' (autoaugment with the
             AutoAugment paper's CIFAR ranges: translation <= 10 px, cutout
-            side <= 20 px), 'randaugment' (RandAugment N=2, M=9, then
-            basic).
+            side <= 20 px), 'randaugment' (RandAugment, N and M below,
+            then basic).
+        randaugment_num_layers: N of 'randaugment' (config.randaugment).
+        randaugment_magnitude: M of 'randaugment'.
 
     Returns:
         float32 [H, W, C] normalised image.
@@ -206,6 +211,9 @@ def augment_for_training(image: tf.Tensor, seed: tf.Tensor, *,
     if augmentation not in TRAINING_AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {augmentation!r}; allowed: "
                          f"{', '.join(TRAINING_AUGMENTATIONS)}")
+    if augmentation == 'randaugment':
+        return _augment_randaugment(image, seed, spec, randaugment_num_layers,
+                                    randaugment_magnitude)
     return TRAINING_AUGMENTATIONS[augmentation](image, seed, spec)
 
 
