@@ -19,7 +19,7 @@ from sam_jax.errors import DatasetUnavailableError  # noqa: F401  (no TensorFlow
 # Public name -> the submodule that defines it.
 _EXPORTS = {
     'augment_for_training': 'augment',
-    'cutout': 'augment',
+    'cutout': 'autoaugment',
     'normalize': 'augment',
     'preprocess_for_eval': 'augment',
     'random_crop_with_reflect_padding': 'augment',
