@@ -59,7 +59,7 @@ html_static_path = []
 
 # A reference to a public sam_jax name that does not exist is an error; names
 # of other libraries (optax, jax, typing in signatures) have no inventory
-# offline, and private modules' types (sam_jax._family.StepInfo in a state's
+# offline, and private modules' types (sam_jax._step_info.StepInfo in a state's
 # fields) have no page.
 nitpicky = True
 nitpick_ignore_regex = [(r"py:.*", r"^(?!sam_jax\b).*"), (r"py:.*", r"^sam_jax\._.*")]

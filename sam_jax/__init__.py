@@ -8,13 +8,13 @@ import importlib
 
 __version__ = "0.1.0"
 
-# public name -> private module that defines it
+# public name -> the module that defines it
 _EXPORTS = {
     "GROUP_MAPS": "sam_jax._sam",
     "GroupedSAMOutput": "sam_jax._sam",
     "SAMState": "sam_jax._sam",
     "grouped_sam_gradient": "sam_jax._sam",
-    "per_device": "sam_jax._family",
+    "per_device": "sam_jax.collectives",
     "perturbation": "sam_jax._sam",
     "sam": "sam_jax._sam",
     # The rest of the family (sam_jax.methods lists each with its cost).

@@ -30,9 +30,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sam_jax._family import (AxisName, StepInfo, broadcast_groups, check_update_args,
-                             empty_info, groups_info, num_groups_of, per_device,
-                             plain_form, pool, split_aux)
+from sam_jax._step_info import StepInfo, check_update_args, empty_info, groups_info
+from sam_jax.collectives import AxisName, per_device
+from sam_jax.groups import broadcast_groups, num_groups_of, plain_form, pool, split_aux
 
 
 class EntropySGDState(NamedTuple):

@@ -29,9 +29,10 @@ import jax.numpy as jnp
 import optax
 
 from sam_jax import _sam
-from sam_jax._family import (AxisName, StepInfo, add_to_groups, cast_like, check_rho,
-                             check_update_args, empty_info, group_mean, groups_info,
-                             per_device, plain_form, pmean, split_aux)
+from sam_jax._radius import check_rho
+from sam_jax._step_info import StepInfo, check_update_args, empty_info, groups_info
+from sam_jax.collectives import AxisName, per_device, pmean
+from sam_jax.groups import add_to_groups, group_mean, plain_form, split_aux
 
 
 class ESAMState(NamedTuple):
@@ -96,7 +97,7 @@ def esam(rho: float, *, beta: float = 0.5, gamma: float = 0.5, eps: float = 1e-1
         else:
             out, aux_out = split_aux(grad_fn(weights), has_aux)
             evaluations = 2.0
-        out = cast_like(out, g)
+        out = optax.tree.cast_like(out, g)
         info = groups_info(evaluations=evaluations, rho=rho, g=g, e=e, out=out,
                            aux=aux_out, params=params, axis_name=axis_name)
         return pmean(group_mean(out), axis_name), ESAMState(

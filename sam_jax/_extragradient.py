@@ -13,9 +13,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sam_jax._family import (AxisName, ScalarOrSchedule, StepInfo, add_to_groups,
-                             cast_like, check_rho, check_update_args, empty_info,
-                             evaluate, group_mean, groups_info, pmean, plain_form)
+from sam_jax._radius import ScalarOrSchedule, check_rho
+from sam_jax._step_info import StepInfo, check_update_args, empty_info, groups_info
+from sam_jax.collectives import AxisName, pmean
+from sam_jax.groups import add_to_groups, evaluate, group_mean, plain_form
 
 
 class ExtragradientState(NamedTuple):
@@ -49,7 +50,7 @@ def extragradient(gamma: ScalarOrSchedule, *, axis_name: AxisName = None,
         g = updates
         e = jax.tree_util.tree_map(lambda x: -gamma_t * x.astype(jnp.float32), g)
         out, aux_out = evaluate(grad_fn, add_to_groups(params, e), axis_name, has_aux)
-        out = cast_like(out, g)
+        out = optax.tree.cast_like(out, g)
         info = groups_info(evaluations=2, rho=gamma_t, g=g, e=e, out=out, aux=aux_out,
                            params=params, axis_name=axis_name)
         return pmean(group_mean(out), axis_name), ExtragradientState(

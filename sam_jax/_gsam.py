@@ -18,10 +18,11 @@ import jax.numpy as jnp
 import optax
 
 from sam_jax import _sam
-from sam_jax._family import (AxisName, ScalarOrSchedule, StepInfo, add_to_groups,
-                             cast_like, check_rho, check_update_args, empty_info,
-                             evaluate, group_mean, groups_info, pmean, plain_form,
-                             tree_norm, tree_vdot)
+from sam_jax._radius import ScalarOrSchedule, check_rho
+from sam_jax._step_info import StepInfo, check_update_args, empty_info, groups_info
+from sam_jax._trees import tree_norm, tree_vdot
+from sam_jax.collectives import AxisName, pmean
+from sam_jax.groups import add_to_groups, evaluate, group_mean, plain_form
 
 
 class GSAMState(NamedTuple):
@@ -81,7 +82,7 @@ def gsam(rho_max: float, *, rho_min=None, alpha: float = 0.0,
         g = updates
         e = jax.vmap(lambda g_k: _sam.perturbation(g_k, params, rho_t, eps=eps))(g)
         g_p, aux_out = evaluate(grad_fn, add_to_groups(params, e), axis_name, has_aux)
-        g_p = cast_like(g_p, g)
+        g_p = optax.tree.cast_like(g_p, g)
 
         def decompose(g_k, gp_k):
             u_scale = 1.0 / jnp.maximum(tree_norm(gp_k), 1e-30)

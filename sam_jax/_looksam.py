@@ -17,10 +17,11 @@ import jax.numpy as jnp
 import optax
 
 from sam_jax import _sam
-from sam_jax._family import (AxisName, StepInfo, add_to_groups, cast_like, check_rho,
-                             check_update_args, empty_info, evaluate,
-                             groups_info, plain_form, pmean, pool, tree_norm,
-                             tree_vdot)
+from sam_jax._radius import check_rho
+from sam_jax._step_info import StepInfo, check_update_args, empty_info, groups_info
+from sam_jax._trees import tree_norm, tree_vdot
+from sam_jax.collectives import AxisName, pmean
+from sam_jax.groups import add_to_groups, evaluate, plain_form, pool
 
 
 class LookSAMState(NamedTuple):
@@ -70,7 +71,7 @@ def looksam(rho: float, *, k: int = 5, alpha: float = 0.7, eps: float = 1e-12,
             e = jax.vmap(lambda g_k: _sam.perturbation(g_k, params, rho, eps=eps))(g)
             g_s, aux_out = evaluate(grad_fn, add_to_groups(params, e), axis_name,
                                     has_aux)
-            g_s = cast_like(g_s, g)
+            g_s = optax.tree.cast_like(g_s, g)
             g_mean, gs_mean = pool(g, axis_name), pool(g_s, axis_name)
             scale = tree_vdot(gs_mean, g_mean) / (jnp.square(tree_norm(g_mean)) + eps)
             g_v = jax.tree_util.tree_map(

@@ -20,9 +20,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sam_jax._family import (AxisName, StepInfo, add_to_groups, broadcast_groups,
-                             cast_like, check_update_args, empty_info, evaluate,
-                             group_mean, groups_info, num_groups_of, plain_form, pmean)
+from sam_jax._step_info import StepInfo, check_update_args, empty_info, groups_info
+from sam_jax.collectives import AxisName, pmean
+from sam_jax.groups import (add_to_groups, broadcast_groups, evaluate, group_mean,
+                            num_groups_of, plain_form)
 
 
 class RWPState(NamedTuple):
@@ -79,7 +80,7 @@ def rwp(sigma: float, *, mix: float = 0.5, axis_name: AxisName = None,
         out = jax.tree_util.tree_map(
             lambda a, b: (mix * a.astype(jnp.float32)
                           + (1 - mix) * b.astype(jnp.float32)).astype(b.dtype), g_p, g)
-        out = cast_like(out, g)
+        out = optax.tree.cast_like(out, g)
         info = groups_info(evaluations=2, rho=sigma, g=g, e=v, out=out, aux=aux_out,
                            params=params, axis_name=axis_name)
         return pmean(group_mean(out), axis_name), RWPState(

@@ -10,7 +10,9 @@ Here: the perturbations (the L2 ball, ASAM's scaled ball, the p = infinity
 ball, a random direction, USAM's unnormalised step, several ascent steps),
 `sam`, `asam`, `usam`, `plain_gradient` (the sgd method) and the
 `grouped_sam_gradient` convenience. methods.py lists the whole family; what
-its members share (groups, pooling, step reports) is in _family.py.
+its members share is in collectives.py (device axes), groups.py (groups of m
+examples, the grouped and plain forms), _step_info.py (the step's report),
+_radius.py (rho schedules) and _trees.py (norms, leaf names).
 
 The transforms' contract (optax `GradientTransformationExtraArgs`): put the
 method first in a chain, and call
@@ -30,7 +32,7 @@ Per-device perturbation (the official code's default): inside `pmap`,
 device perturbs with its own gradient and only the returned gradient is
 averaged over the axes. With `grouped=True` the arguments carry a leading axis
 of groups of m examples that perturb on their own (m-sharpness; see
-_family.py). `sync_perturbation=True` averages g over groups and devices
+groups.py). `sync_perturbation=True` averages g over groups and devices
 before normalising, i.e. SAM on the global batch. Norms and the eps-guarded
 division are computed in float32 whatever the gradients' dtype (bf16
 gradients keep their norm; a 1e-12 eps is representable), and e is cast back
@@ -43,34 +45,51 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sam_jax._family import (AxisName, ScalarOrSchedule, StepInfo, add_to_groups,
-                             axis_names, broadcast_groups, cast_like, check_rho,
-                             check_update_args, empty_info, evaluate, group_mean,
-                             groups_info, may_skip, num_groups_of, per_device,
-                             plain_form, pmean, pool, rho_at, tree_add, tree_norm,
+from sam_jax._radius import (ScalarOrSchedule, check_rho, may_skip, rho_at,
                              with_optional_second_pass)
+from sam_jax._step_info import StepInfo, check_update_args, empty_info, groups_info
+from sam_jax._trees import leaf_name, tree_norm
+from sam_jax.collectives import AxisName, axis_names, per_device, pmean
+from sam_jax.groups import (add_to_groups, broadcast_groups, evaluate, group_mean,
+                            num_groups_of, plain_form, pool)
 
 BALLS = ("l2", "linf", "random")
 # ASAM's scaled parameters. The authors (SamsungLabs/ASAM, asam.py) scale
-# only parameters whose name contains "weight": the conv and linear kernels
-# and the BatchNorm scale; biases and BatchNorm offsets keep T = 1.
+# only parameters whose PyTorch name contains "weight": the conv and linear
+# kernels, the BatchNorm scale, embeddings; biases and BatchNorm offsets keep
+# T = 1. The same parameters by the names other libraries give them: flax's
+# kernel, scale, embedding; Haiku's w, scale, embeddings (its biases are b,
+# its BatchNorm offsets offset).
 ASAM_LEAVES = ("weights", "all")
-_ASAM_WEIGHT_NAMES = ("kernel", "scale")
+_ASAM_WEIGHT_NAMES = frozenset({"kernel", "scale", "embedding", "w", "embeddings"})
 
 
 # ----------------------------------------------------------- perturbations
 
-def _leaf_name(path) -> str:
-    key = path[-1] if path else None
-    for attribute in ("key", "name", "idx"):
-        if hasattr(key, attribute):
-            return str(getattr(key, attribute))
-    return str(key)
-
-
 def asam_scaled(path, leaves: str = "weights") -> bool:
-    """Whether ASAM scales the parameter at `path` by T = |w| + eta."""
-    return leaves == "all" or _leaf_name(path) in _ASAM_WEIGHT_NAMES
+    """Whether ASAM scales the parameter at `path` by T = |w| + eta: every one
+    (leaves="all"), or the weights by their leaf name (flax, Haiku, or
+    PyTorch-style names that contain "weight", as the authors test)."""
+    if leaves == "all":
+        return True
+    name = leaf_name(path)
+    return name in _ASAM_WEIGHT_NAMES or "weight" in name
+
+
+def _asam_scale(params, scaled: Callable, eta):
+    """T = |w| + eta on the leaves `scaled` selects, 1 elsewhere; a ValueError
+    if it selects none (ASAM would silently be SAM)."""
+    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    if not any(scaled(path) for path in paths):
+        names = sorted({leaf_name(path) for path in paths})
+        raise ValueError(
+            f"ASAM scales no parameter: no leaf name of {names[:10]} is a weight by "
+            f"the conventions it knows ({', '.join(sorted(_ASAM_WEIGHT_NAMES))}, or "
+            "containing 'weight'); scale every leaf (asam(leaves='all'), "
+            "sam(asam_leaves='all')) or choose them with a predicate on the key path")
+    return jax.tree_util.tree_map_with_path(
+        lambda path, w: (jnp.abs(w.astype(jnp.float32)) + eta) if scaled(path)
+        else jnp.ones(w.shape, jnp.float32), params)
 
 
 # ----------------------------------------------------------- perturbations
@@ -82,15 +101,16 @@ def perturbation(grads, params, rho, *, adaptive: bool = False, eta: float = 0.0
 
         SAM:   e = rho * g / (||g|| + eps).
         ASAM:  e = rho * T^2 g / (||T g|| + eps), T = |w| + eta on the leaves
-               `asam_leaves` selects ("weights": kernels and BatchNorm scales, the
+               `asam_leaves` selects ("weights": kernels, BatchNorm scales and
+               embeddings by their flax, Haiku or PyTorch-style names, the
                authors' rule; "all": every leaf; or a predicate on the key path),
-               T = 1 elsewhere.
+               T = 1 elsewhere; a ValueError if it selects no leaf.
         USAM (normalize=False): e = rho * g.
         ball "linf": e = rho * sign(g) (the p = infinity ball of the paper's eq. 2).
         ball "random": e = rho * z / ||z||, z ~ N(0, I) from `key` (the paper's
                random-direction ablation).
 
-    `eps` keeps a zero gradient finite (e = 0 then). The norm (_family.tree_norm)
+    `eps` keeps a zero gradient finite (e = 0 then). The norm (_trees.tree_norm)
     and the division are in float32 whatever the gradients' dtype, so with
     bfloat16 or float16 gradients the eps = 1e-12 guard is still representable
     and meaningful (float16's smallest normal is 6e-5), and huge gradients
@@ -123,9 +143,7 @@ def perturbation(grads, params, rho, *, adaptive: bool = False, eta: float = 0.0
     elif adaptive:
         scaled = asam_leaves if callable(asam_leaves) else (
             lambda path: asam_scaled(path, asam_leaves))
-        scale = jax.tree_util.tree_map_with_path(
-            lambda path, w: (jnp.abs(w.astype(jnp.float32)) + eta) if scaled(path)
-            else jnp.ones(w.shape, jnp.float32), params)
+        scale = _asam_scale(params, scaled, eta)
         scaled_grads = jax.tree_util.tree_map(
             lambda t, g: t * g.astype(jnp.float32), scale, grads)
         norm = tree_norm(scaled_grads)
@@ -175,7 +193,9 @@ def sam(rho: ScalarOrSchedule, *, adaptive: bool = False, eta: float = 0.01,
       eta: ASAM's offset (0.01 as in the ASAM paper; 0 is the popular PyTorch
         port's formula).
       asam_leaves: which parameters ASAM scales: "weights" (the authors' rule:
-        parameters named kernel or scale), "all", or a predicate on the key path.
+        kernels, BatchNorm scales, embeddings by their flax, Haiku or
+        PyTorch-style leaf names; see `asam_scaled`), "all", or a predicate on
+        the key path. Selecting no leaf is a ValueError.
       ball: "l2" (SAM), "linf" (e = rho sign(g)) or "random" (a random
         direction of norm rho): the paper's appendix ablations.
       ascent_steps: n inner ascent steps (the paper compared 5 with 1): each
@@ -189,7 +209,7 @@ def sam(rho: ScalarOrSchedule, *, adaptive: bool = False, eta: float = 0.01,
         returned gradient is averaged over these axes.
       sync_perturbation: average g over groups and `axis_name` before
         normalising (SAM on the global batch).
-      grouped: the arguments carry a leading axis of groups (see _family.py).
+      grouped: the arguments carry a leading axis of groups (see groups.py).
       aux_init: an example of the aux grad_fn returns beside the gradient
         (None: it returns the gradient only); see the module docstring.
       seed: the random direction's draws (ball "random"), folded with the step.
@@ -258,11 +278,12 @@ def sam(rho: ScalarOrSchedule, *, adaptive: bool = False, eta: float = 0.01,
                 if sync_perturbation:  # every ascent step on the pooled gradient
                     g_inner = broadcast_groups(pool(g_inner, axis_name), num_groups)
                 e = jax.vmap(lambda e_k, g_k: project_to_ball(
-                    tree_add(e_k, perturbation(g_k, params, rho_now, eps=eps)),
+                    jax.tree_util.tree_map(
+                        jnp.add, e_k, perturbation(g_k, params, rho_now, eps=eps)),
                     rho_now))(e, g_inner)
             out, aux_out = evaluate(grad_fn, add_to_groups(params, e), axis_name,
                                     has_aux)
-            out = cast_like(out, g)
+            out = optax.tree.cast_like(out, g)
             return group_mean(out), groups_info(
                 evaluations=1 + ascent_steps, rho=rho_now, g=g, e=e, out=out,
                 aux=aux_out, params=params, axis_name=axis_name)
@@ -281,8 +302,10 @@ def asam(rho: ScalarOrSchedule, *, eta: float = 0.01,
 
     e = rho * T^2 g / ||T g||. By default only the parameters the authors scale
     (SamsungLabs/ASAM, asam.py: names containing "weight", i.e. the conv and
-    linear kernels and the BatchNorm scale; flax's `kernel` and `scale`) get
-    T = |w| + eta; biases and BatchNorm offsets keep T = 1. `leaves="all"`
+    linear kernels, the BatchNorm scale and embeddings; flax's `kernel`,
+    `scale` and `embedding`, Haiku's `w`, `scale` and `embeddings`) get
+    T = |w| + eta; biases and BatchNorm offsets keep T = 1. A tree in which
+    none of these names occurs is an error, not plain SAM. `leaves="all"`
     scales every leaf; a predicate on the key path chooses any other set.
 
     Args:
@@ -359,7 +382,7 @@ class GroupedSAMOutput(NamedTuple):
     - grads: mean over groups (and over `axis_name`) of the gradient at w + e_k.
     - clean_loss, clean_aux: the first (unperturbed) pass, stacked over groups.
     - perturbed_loss, perturbed_aux: the second pass, averaged over groups (and
-      `axis_name`).
+      `axis_name`); an integer or boolean aux leaf's mean is float32.
     """
     grads: Any
     clean_loss: jnp.ndarray
@@ -369,6 +392,14 @@ class GroupedSAMOutput(NamedTuple):
 
 
 GROUP_MAPS = ("vmap", "sequential")
+
+
+def _float_if_integer(tree):
+    """Integer and boolean leaves as float32: their mean over groups (a count's
+    mean is a fraction) must not be cast back and truncated."""
+    return jax.tree_util.tree_map(
+        lambda x: x if jnp.issubdtype(x.dtype, jnp.inexact) else x.astype(jnp.float32),
+        tree)
 
 
 def grouped_sam_gradient(
@@ -428,12 +459,13 @@ def grouped_sam_gradient(
     def grad_fn(weights):
         def one(w, group, index):
             (p_loss, p_aux), p_grads = value_and_grad(w, group, index)
-            return p_grads, (p_loss, p_aux)
+            return p_grads, (p_loss, _float_if_integer(p_aux))
         return mapper(one)(weights, groups, indices)
 
+    pooled_aux = (loss, _float_if_integer(aux))
     tx = sam(rho, adaptive=adaptive, eta=eta, eps=eps, axis_name=axis_name,
              sync_perturbation=sync_perturbation, grouped=True,
-             aux_init=jax.tree_util.tree_map(lambda x: x[0], (loss, aux)))
-    out, state = tx.update(g, tx.init(params), params, grad_fn=grad_fn, aux=(loss, aux))
+             aux_init=jax.tree_util.tree_map(lambda x: x[0], pooled_aux))
+    out, state = tx.update(g, tx.init(params), params, grad_fn=grad_fn, aux=pooled_aux)
     p_loss, p_aux = state.info.aux
     return GroupedSAMOutput(out, loss, aux, p_loss, p_aux)

@@ -24,10 +24,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sam_jax._family import (AxisName, ScalarOrSchedule, StepInfo, broadcast_groups,
-                             cast_like, check_rho, check_update_args, empty_info,
-                             groups_info, num_groups_of, per_device, plain_form, pool,
-                             split_aux, tree_norm)
+from sam_jax._radius import ScalarOrSchedule, check_rho
+from sam_jax._step_info import StepInfo, check_update_args, empty_info, groups_info
+from sam_jax._trees import tree_norm
+from sam_jax.collectives import AxisName, per_device
+from sam_jax.groups import broadcast_groups, num_groups_of, plain_form, pool, split_aux
 
 
 class SAMPaState(NamedTuple):
@@ -88,7 +89,7 @@ def sampa(rho: float, *, mix: float = 0.2, learning_rate: ScalarOrSchedule = 0.1
         out = jax.tree_util.tree_map(
             lambda a, b: (1 - mix) * a.astype(jnp.float32) + mix * b.astype(jnp.float32),
             g_perturbed, g_optimistic)
-        out = cast_like(out, g_perturbed)
+        out = optax.tree.cast_like(out, g_perturbed)
         aux_out = None if aux_pair is None else jax.tree_util.tree_map(
             lambda x: x[0], aux_pair)
         e = broadcast_groups(jax.tree_util.tree_map(lambda x: scale * x, h), num_groups)

@@ -21,6 +21,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from sam_jax import workdir as workdir_lib
+from sam_jax._trees import key_name
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -203,16 +204,9 @@ def _move_aside(workdir: str, step: int) -> None:
 
 # ---------------------------------------------------------------- reading back
 
-def _key_name(key) -> str:
-    for attribute in ("key", "name", "idx"):
-        if hasattr(key, attribute):
-            return str(getattr(key, attribute))
-    return str(key)
-
-
 def _shapes(tree) -> dict[str, tuple]:
     """{"params/stem/kernel": shape, ...} over the leaves of nested dicts."""
-    return {"/".join(_key_name(k) for k in path): tuple(np.shape(leaf))
+    return {"/".join(key_name(k) for k in path): tuple(np.shape(leaf))
             for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 

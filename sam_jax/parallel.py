@@ -4,7 +4,7 @@ The state is replicated; batches are split along the example axis. The training
 step runs under `jax.shard_map` so that per-device quantities (the SAM
 perturbation, BatchNorm statistics) keep the official code's semantics; so does
 the evaluation step, whose per-device sums are added in device order. Every sum
-over devices is added in device order (`_family.psum_in_device_order`), so a run
+over devices is added in device order (`collectives.psum_in_device_order`), so a run
 on 2 processes of 2 devices is bitwise the run on 1 process of 4.
 """
 
@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from sam_jax._family import psum_in_device_order
+from sam_jax.collectives import psum_in_device_order
 from sam_jax.steps import AXIS
 
 
@@ -29,13 +29,14 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def batch_sharded(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P(AXIS))
+def batch_sharded(mesh: Mesh, axis: str = AXIS) -> NamedSharding:
+    return NamedSharding(mesh, P(axis))
 
 
-def global_batch(mesh: Mesh, local_batch):
-    """This host's slice of the batch (numpy) -> one global, sharded jax.Array."""
-    sharding = batch_sharded(mesh)
+def global_batch(mesh: Mesh, local_batch, axis: str = AXIS):
+    """This host's slice of the batch (numpy) -> one global jax.Array, sharded
+    over the mesh's batch axis."""
+    sharding = batch_sharded(mesh, axis)
     return jax.tree_util.tree_map(
         lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
         local_batch)

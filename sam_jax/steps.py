@@ -48,7 +48,8 @@ import jax.numpy as jnp
 import optax
 
 from sam_jax import batch_norm
-from sam_jax._family import group_mean, per_device, pmean
+from sam_jax.collectives import per_device, pmean
+from sam_jax.groups import group_mean
 
 AXIS = "batch"
 # The vmap axis of a device's groups of m examples.

@@ -16,7 +16,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from sam_jax.reproduce import collect
+from sam_jax.reproduce import run_outputs
 
 _OUT = flags.DEFINE_string("out", None, "PNG to write.", required=True)
 
@@ -33,7 +33,7 @@ def curves(workdirs: list[str]) -> dict[str, tuple]:
     """panel -> (epochs, mean, std) over the runs, at the epochs all runs have."""
     per_run = []
     for workdir in workdirs:
-        records = collect.read_sharpness_records(workdir) or []
+        records = run_outputs.read_sharpness_records(workdir) or []
         per_run.append({r["epoch"]: r for r in records if "epoch" in r})
     common = sorted(set.intersection(*(set(r) for r in per_run))) if per_run else []
     result = {}

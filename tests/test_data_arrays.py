@@ -477,6 +477,6 @@ def test_data_package_still_exports_its_names():
         getattr(data, name)  # Raises if the name does not resolve.
     # Submodules as attributes, as with the eager imports.
     assert data.pipeline.train_dataset is data.train_dataset
-    assert data.augment.cutout is data.cutout
+    assert data.autoaugment.cutout is data.cutout
     with pytest.raises(AttributeError, match='no attribute'):
         data.no_such_name

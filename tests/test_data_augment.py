@@ -77,7 +77,7 @@ def test_cutout_zeroes_exactly_a_clipped_square():
             candidate_masks.append(mask)
     areas = set()
     for i in range(40):
-        out = augment.cutout(tf.constant(image), size, seed(i)).numpy()
+        out = aa.cutout(tf.constant(image), size, seed(i)).numpy()
         zeroed = np.all(out == 0, axis=-1)
         assert any(np.array_equal(zeroed, m) for m in candidate_masks)
         assert np.all(out[zeroed] == 0)

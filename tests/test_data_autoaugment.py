@@ -148,7 +148,7 @@ def test_autoaugment_cutout_op_is_a_clipped_grey_square():
     pad = 3
     sizes = set()
     outputs = eager_and_in_tf_data_over_seeds(
-        lambda x, s: aa.cutout(x, pad, s), image, 25)
+        lambda x, s: aa.cutout(x, 2 * pad, s, 128), image, 25)
     for out in outputs:
         grey = np.all(out == 128, axis=-1)
         rows, cols = np.nonzero(grey)

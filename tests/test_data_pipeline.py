@@ -153,3 +153,23 @@ def test_in_memory_images_are_resized_to_image_size():
     np.testing.assert_allclose(  # crop and flip move nothing in a constant image
         train_batch["image"], np.broadcast_to(want[train_batch["label"]], (4, 48, 48, 3)),
         atol=1e-4)
+
+
+def test_in_memory_randaugment_honours_n_and_m():
+    """config.randaugment reaches the in-memory tf.data path (it was fixed at
+    N = 2, M = 9 there): N = 0 applies no op, so the batch is the 'basic' one
+    of the same seed; M changes what the ops do."""
+    rng = np.random.default_rng(1)
+    spec = data.DATASETS["cifar10"]
+    images = rng.integers(0, 256, (8, 32, 32, 3), np.uint8)
+    examples = (images, np.arange(8, dtype=np.int32))
+    common = dict(spec=spec, global_batch_size=8, num_steps=1)
+    (basic,) = train_batches(examples, augmentation="basic", **common)
+    (no_ops,) = train_batches(examples, augmentation="randaugment",
+                              randaugment_num_layers=0, **common)
+    np.testing.assert_array_equal(no_ops["image"], basic["image"])
+    (gentle,) = train_batches(examples, augmentation="randaugment",
+                              randaugment_magnitude=1, **common)
+    (default,) = train_batches(examples, augmentation="randaugment", **common)
+    assert not np.array_equal(gentle["image"], default["image"])
+    assert not np.array_equal(default["image"], basic["image"])

@@ -11,7 +11,7 @@ uninterrupted runs and 4 processes of 1 device. The same trainer under a real
 SLURM, preempted and resumed: scripts/slurm_localhost.sh.
 
 Why bitwise and not to a tolerance: every sum over devices is added in device
-order (_family.psum_in_device_order). With lax.psum, gloo (between processes)
+order (collectives.psum_in_device_order). With lax.psum, gloo (between processes)
 and XLA:CPU's in-process all-reduce added the 4 gradients in different
 orders, one bit apart, and training turned that bit into a difference of the
 training loss of 6e-5 at step 6 and 2e-3 at step 11 (quickstart, WRN-16-2): a

@@ -107,7 +107,7 @@ def test_psum_in_device_order_adds_left_to_right_like_a_numpy_loop(mean):
     """Bitwise the float32 sum x_0 + x_1 + ... + x_7 (then / 8), added in
     device order; integers exactly (their mean in float, as lax.pmean's); a leaf the devices share is its own mean
     (8 times itself as a sum)."""
-    from sam_jax._family import psum_in_device_order
+    from sam_jax.collectives import psum_in_device_order
     mesh = parallel.make_mesh()
     n = mesh.size
     rng = np.random.default_rng(0)

@@ -14,6 +14,7 @@ from helpers import run_reproduce_cli
 from helpers import write
 from sam_jax.reproduce import collect
 from sam_jax.reproduce import registry
+from sam_jax.reproduce import run_outputs
 
 
 FAKE_TABLE = """
@@ -128,7 +129,7 @@ def test_collect_reads_sharpness_logged_during_training(tmp_path):
     assert values[("epoch50", "sgd_ratio")] == 1.5
     assert values[("epoch300", "sgd_lmax")] is None
     m_sharpness = registry.sharpness_metric(50, "m_sharpness")
-    assert m_sharpness(collect.read_outputs(sgd.workdir(root))) == 0.05
+    assert m_sharpness(run_outputs.read_outputs(sgd.workdir(root))) == 0.05
     with pytest.raises(ValueError, match="unknown sharpness quantity 'lambda_min'"):
         registry.sharpness_metric(1, "lambda_min")
 
@@ -144,7 +145,7 @@ def test_stability_metrics_read_the_every_steps_records(tmp_path):
              {"step": 100, "split": "stability", "lambda_max": 9.0,
               "two_over_lr": 20.0, "sam_edge": 9.0, "trace": 50.0}]
     write(f"{workdir}/metrics.jsonl", "".join(json.dumps(l) + "\n" for l in lines))
-    outputs = collect.read_outputs(workdir)
+    outputs = run_outputs.read_outputs(workdir)
     assert [r["step"] for r in outputs["stability"]] == [0, 40, 80, 100]
 
     def value(quantity, when, outputs=outputs):
@@ -249,3 +250,59 @@ def test_a_damaged_results_json_is_unfinished_for_collect_and_launch(tmp_path):
     write(f"{run.workdir(root)}/results.json", {"test_error": 0.02})
     assert collect.run_status(run, root).status == "done"
     assert launchers.is_finished(run, root)
+
+
+def test_a_runs_record_holds_what_the_tables_read_and_stands_in_for_its_workdir(tmp_path):
+    """run_outputs.jsonl keeps results, status's state / exit code / seconds and
+    the sharpness and stability records, drops the scratch, and collect reads
+    it where the workdir is gone (a fresh checkout)."""
+    from sam_jax.reproduce import load_table
+    table, root = load_table("figure3_hessian"), str(tmp_path)
+    sgd = table.cell("epoch1", "sgd_lmax").runs[0]
+    sharpness = {"step": 195, "split": "sharpness", "epoch": 1, "lambda_max": 60.0,
+                 "lambda_max_over_lambda_5": 2.0}
+    stability = {"step": 5, "split": "stability", "lambda_max": 3.0}
+    write(f"{sgd.workdir(root)}/metrics.jsonl", "".join(json.dumps(line) + "\n" for line in (
+        {"step": 10, "split": "train", "loss": 2.0}, sharpness, stability,
+        {"step": 195, "split": "eval", "error": 0.1})))
+    write(f"{sgd.workdir(root)}/results.json", {"test_error": 0.05, "steps": 195})
+    write(f"{sgd.workdir(root)}/status.json", {
+        "state": "done", "exit_code": 0, "elapsed_s": 12.5, "launcher": "local",
+        "command": "python -m sam_jax.main ...", "host": "vm", "time": 1.0})
+    write(f"{sgd.workdir(root)}/config.json", {"seed": 0})
+    before = collect.to_markdown(table, *collect.collect_table(table, root))
+
+    assert run_outputs.main([sgd.workdir(root)]) == 0
+    with open(tmp_path / "run_outputs.jsonl") as f:
+        (line,) = f.read().splitlines()
+    assert json.loads(line) == {
+        "name": sgd.name, "results": {"test_error": 0.05, "steps": 195},
+        "status": {"state": "done", "exit_code": 0, "elapsed_s": 12.5},
+        "sharpness": [sharpness], "stability": [stability]}
+    os.rename(sgd.workdir(root), str(tmp_path / "elsewhere"))
+    cells, statuses = collect.collect_table(table, root)
+    assert statuses[sgd.name].status == "done"
+    values = {(c.cell.row, c.cell.column): c.mean for c in cells}
+    assert values[("epoch1", "sgd_lmax")] == 60.0 and values[("epoch1", "sgd_ratio")] == 2.0
+    assert collect.to_markdown(table, cells, statuses) == before
+
+
+def test_a_recorded_run_that_did_not_finish_reads_unfinished_or_failed(tmp_path, capsys):
+    from sam_jax.reproduce import load_table
+    table_file = fake_table_file(tmp_path)
+    table, root = load_table(table_file), str(tmp_path / "root")
+    failed, preempted, never = table.cell("r0", "sam").runs
+    write(f"{failed.workdir(root)}/status.json", {"state": "failed", "exit_code": 3})
+    write(f"{preempted.workdir(root)}/status.json", {"state": "preempted", "exit_code": 75})
+    run_outputs.refresh([failed.workdir(root), preempted.workdir(root)])
+    for run in (failed, preempted):
+        os.remove(f"{run.workdir(root)}/status.json")
+        os.rmdir(run.workdir(root))
+    statuses = collect.collect_table(table, root)[1]
+    assert [statuses[r.name].status for r in (failed, preempted, never)] == [
+        "failed", "unfinished", "missing"]
+    assert statuses[preempted.name].detail.startswith("preempted; recorded, no workdir")
+    write(f"{root}/run_outputs.jsonl", '{"results": {}}\n')  # no name
+    code, _, err = run_reproduce_cli(capsys, "collect", "--table=" + table_file,
+                                     f"--root={root}")
+    assert code == 2 and "run_outputs.jsonl line 1 is not a run's record" in err

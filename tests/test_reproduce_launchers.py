@@ -241,3 +241,29 @@ def test_local_shards_split_the_runs_between_launchers(tmp_path, capsys):
                                          "--launcher=local", "--dry_run",
                                          f"--root={tmp_path}", f"--shard={bad}")
         assert code == 2 and f"--shard={bad!r}" in err
+
+
+def test_the_local_launcher_records_each_run_and_skips_a_recorded_finished_one(
+        tmp_path, monkeypatch):
+    """Each run's line in run_outputs.jsonl is written when it ends; without
+    the workdirs (a fresh checkout) the done run is skipped, the others rerun."""
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    python = tmp_path / "python"
+    python.write_text(FAKE_PYTHON)
+    os.chmod(python, 0o755)
+    runs = [registry.make_run("configs/quickstart.py:sam", {"tag": tag})
+            for tag in ("fail", "preempt", "ok")]
+    root = str(tmp_path / "root")
+    launchers.launch_local(runs, root, REPO, python=str(python), echo=lambda line: None)
+    with open(f"{root}/run_outputs.jsonl") as f:
+        lines = {line["name"]: line for line in map(json.loads, f)}
+    assert sorted(lines) == sorted(run.name for run in runs)
+    done = lines[runs[2].name]
+    assert done["results"] == {"test_error": 0.1}
+    assert sorted(done["status"]) == ["elapsed_s", "exit_code", "state"]
+    assert (done["status"]["state"], done["status"]["exit_code"]) == ("done", 0)
+    for run in runs:
+        os.rename(run.workdir(root), f"{tmp_path}/moved_{run.seed}_{run.overrides[0][1]}")
+    outcomes = launchers.launch_local(runs, root, REPO, python=str(python),
+                                      echo=lambda line: None)
+    assert list(outcomes.values()) == ["failed", "preempted", "skipped"]

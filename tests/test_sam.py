@@ -344,3 +344,62 @@ def test_grouped_rejects_m_not_dividing_the_batch(m):
     with pytest.raises(ValueError, match=f"examples_per_perturbation={m}"):
         sam_jax.grouped_sam_gradient(grouped_loss, params, {"x": x, "y": y},
                                      rho=0.1, examples_per_perturbation=m)
+
+
+# ------------------------------------------------- ASAM's leaves, grouped aux
+
+def np_asam_perturbation(grads, params, rho, scaled, eta=0.01):
+    """e = rho T^2 g / ||T g||, T = |w| + eta on the leaves named in `scaled`
+    (the authors' rule written out by hand), 1 elsewhere; float64."""
+    t = {k: np.abs(np.asarray(params[k], np.float64)) + eta if k in scaled
+         else np.ones(np.shape(params[k])) for k in params}
+    tg = {k: t[k] * np.asarray(grads[k], np.float64) for k in params}
+    norm = np.sqrt(sum(np.sum(v ** 2) for v in tg.values()))
+    return {k: rho * t[k] * tg[k] / norm for k in params}
+
+
+@pytest.mark.parametrize("names,scaled", [
+    # Haiku: Linear / Conv w and b, BatchNorm scale and offset, Embed embeddings.
+    (("w", "b", "scale", "offset", "embeddings"), ("w", "scale", "embeddings")),
+    # PyTorch-style (equinox, ports): the authors' test, "weight" in the name.
+    (("weight", "bias", "weight_g", "in_proj_weight"),
+     ("weight", "weight_g", "in_proj_weight")),
+    # flax: Dense / Conv kernel and bias, BatchNorm scale and bias, Embed embedding.
+    (("kernel", "bias", "scale", "embedding"), ("kernel", "scale", "embedding")),
+])
+def test_asam_scales_the_weights_of_each_naming_convention(names, scaled):
+    rng = np.random.default_rng(3)
+    params = {k: rng.normal(size=(3, 2)).astype(np.float32) for k in names}
+    grads = {k: rng.normal(size=(3, 2)).astype(np.float32) for k in names}
+    e = sam_jax.perturbation(grads, params, 0.5, adaptive=True, eta=0.01)
+    expected = np_asam_perturbation(grads, params, 0.5, scaled)
+    for k in names:
+        np.testing.assert_allclose(np.asarray(e[k]), expected[k], rtol=1e-5, atol=1e-7)
+
+
+def test_asam_that_would_scale_no_leaf_is_an_error_not_plain_sam():
+    params = {"alpha": jnp.ones(3), "beta": jnp.ones(())}
+    for tx in (sam_jax.asam(0.5), sam_jax.sam(0.5, adaptive=True),
+               sam_jax.sam(0.5, adaptive=True, asam_leaves=lambda path: False)):
+        with pytest.raises(ValueError, match=r"ASAM scales no parameter: no leaf name "
+                           r"of \['alpha', 'beta'\]"):
+            tx.update(params, tx.init(params), params, grad_fn=lambda p: p)
+    tx = sam_jax.asam(0.5, leaves="all")  # every leaf: allowed
+    tx.update(params, tx.init(params), params, grad_fn=lambda p: p)
+
+
+def test_grouped_perturbed_aux_averages_integer_leaves_without_truncating():
+    params, x, y = make_problem(n=16, seed=4)
+
+    def loss_with_count(params, batch, index):
+        del index  # the count depends on the data only: the same in both passes
+        return (jax_loss(params, batch["x"], batch["y"]),
+                {"positives": jnp.sum(batch["y"] > 0).astype(jnp.int32),
+                 "any_positive": jnp.any(batch["y"] > 0)})
+    out = sam_jax.grouped_sam_gradient(loss_with_count, params, {"x": x, "y": y},
+                                       rho=0.1, examples_per_perturbation=4)
+    counts = (y.reshape(4, 4) > 0).sum(axis=1)
+    np.testing.assert_array_equal(out.clean_aux["positives"], counts)  # per group
+    assert float(out.perturbed_aux["positives"]) == pytest.approx(counts.mean())
+    assert float(out.perturbed_aux["any_positive"]) == pytest.approx(
+        (counts > 0).mean())

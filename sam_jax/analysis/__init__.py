@@ -33,7 +33,7 @@ _EXPORTS = {
     "mean_loss": "sam_jax.analysis.hessian",
     "penultimate_features": "sam_jax.analysis.features",
     "perturbation_share": "sam_jax.analysis.perturbation_share",
-    "project_to_ball": "sam_jax.analysis.msharpness",
+    "project_to_ball": "sam_jax._sam",
     "sam_edge": "sam_jax.analysis.stability",
     "sharpness_metrics": "sam_jax.analysis.during_training",
     "smoothed_density": "sam_jax.analysis.hessian",

@@ -18,23 +18,12 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from sam_jax import _sam
+from sam_jax._sam import project_to_ball
+from sam_jax._trees import tree_norm
 from sam_jax.analysis.hessian import as_partial, batch_size
-
-
-def _norm(tree) -> jnp.ndarray:
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
-                        for x in jax.tree_util.tree_leaves(tree)))
-
-
-def _scale(tree, factor):
-    return jax.tree_util.tree_map(lambda x: (factor * x).astype(x.dtype), tree)
-
-
-def project_to_ball(e, rho):
-    """e scaled back onto the L2 ball of radius rho if it lies outside."""
-    return _scale(e, jnp.minimum(1.0, rho / jnp.maximum(_norm(e), 1e-30)))
 
 
 def _ascent(loss_fn, params, batch, rho, step_size, num_steps: int):
@@ -57,7 +46,8 @@ def _ascent(loss_fn, params, batch, rho, step_size, num_steps: int):
         best = jnp.where(better, gain, best)
         best_e = jax.tree_util.tree_map(lambda a, b: jnp.where(better, a, b), e, best_e)
         if not last:
-            step = _scale(g, step_size / (_norm(g) + 1e-12))
+            step = optax.tree.cast_like(
+                optax.tree.scale(step_size / (tree_norm(g) + 1e-12), g), g)
             e = project_to_ball(jax.tree_util.tree_map(jnp.add, e, step), rho)
     # The ball of radius 0 is {w}: exactly 0, whatever the rounding of two passes.
     return best_e, jnp.where(rho > 0, best, 0.0)

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from sam_jax import methods as methods_lib
 from sam_jax import parallel
-from sam_jax._family import psum_in_device_order
+from sam_jax.collectives import psum_in_device_order
 from sam_jax.benchmark import harness
 from sam_jax.benchmark import workloads as wl
 from sam_jax.models import conv as conv_module

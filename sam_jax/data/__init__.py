@@ -19,7 +19,7 @@ from sam_jax.errors import DatasetUnavailableError  # noqa: F401  (no TensorFlow
 # Public name -> the submodule that defines it.
 _EXPORTS = {
     'augment_for_training': 'augment',
-    'cutout': 'augment',
+    'cutout': 'autoaugment',
     'normalize': 'augment',
     'preprocess_for_eval': 'augment',
     'random_crop_with_reflect_padding': 'augment',
@@ -33,7 +33,7 @@ _EXPORTS = {
     'symmetric_label_noise': 'label_noise',
     'as_numpy_iterator': 'pipeline',
     'eval_batches': 'pipeline',
-    'num_eval_batches': 'pipeline',
+    'num_eval_batches': 'device_pipeline',
     'steps_per_epoch': 'device_pipeline',
     'train_dataset': 'pipeline',
     'RunInputs': 'run_inputs',

@@ -30,11 +30,11 @@ import glob
 import hashlib
 import importlib
 import os
-import re
 
 import numpy as np
 
 from sam_jax.data import idx as idx_lib
+from sam_jax.data.splits import load_digits_split, resolve_split, split_name
 from sam_jax.errors import DatasetUnavailableError
 
 ARRAY_DATASETS = ('digits', 'fashion_mnist')
@@ -56,17 +56,6 @@ _FASHION_MNIST_CLASSES = 10
 _INSTALL_HINT = (f'run `apt-get install -y dataset-fashion-mnist` (or set '
                  f'{FASHION_MNIST_DIR_ENV} / --config.data_dir)')
 
-# The digits split, as in digits.py (which imports tfds, so it cannot be
-# imported here); tests check the two agree.
-_DIGITS_NUM_EXAMPLES = 1797
-_DIGITS_NUM_TRAIN = 1297
-_DIGITS_SPLIT_SEED = 0
-_DIGITS_MAX_VALUE = 16  # sklearn's intensities are 0..16.
-
-_SPLIT_PATTERN = re.compile(
-    r'^(?P<name>\w+)(\[(?P<start>-?\d+%?)?:(?P<end>-?\d+%?)?\])?$')
-
-
 def train_and_eval_split_names(validation_split: bool) -> tuple[str, str]:
     """(train split, eval split) of digits / Fashion-MNIST.
 
@@ -77,68 +66,6 @@ def train_and_eval_split_names(validation_split: bool) -> tuple[str, str]:
     if validation_split:
         return 'train[:90%]', 'train[90%:]'
     return 'train', 'test'
-
-
-def _split_name(split: str, names) -> str:
-    match = _SPLIT_PATTERN.match(split.replace(' ', ''))
-    if not match or match['name'] not in names:
-        raise ValueError(f'cannot read split {split!r}; allowed: one of '
-                         f'{", ".join(sorted(names))}, optionally with one '
-                         f'slice such as [:90%] or [90%:]')
-    return match['name']
-
-
-def resolve_split(split: str, split_sizes: dict[str, int]
-                  ) -> tuple[str, int, int]:
-    """(split name, start, end) of a one-part tfds split string.
-
-    Percent boundaries round to the closest example as tfds' default
-    ('closest') does: int(round(p * n / 100)); negative boundaries count
-    from the end.
-
-    Raises:
-        ValueError: not of the form `name` or `name[a:b]`, or unknown name.
-    """
-    name = _split_name(split, split_sizes)
-    match = _SPLIT_PATTERN.match(split.replace(' ', ''))
-    size = split_sizes[name]
-
-    def boundary(text, default):
-        if text is None:
-            return default
-        if text.endswith('%'):
-            value = int(round(int(text[:-1]) * size / 100.0))
-        else:
-            value = int(text)
-        if value < 0:
-            value += size
-        return min(max(value, 0), size)
-
-    start, end = boundary(match['start'], 0), boundary(match['end'], size)
-    return name, start, max(start, end)
-
-
-def load_digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """A split of scikit-learn's digits, as the `sklearn_digits` builder has it.
-
-    Args:
-        split: 'train' (1,297 examples), 'test' (500), or a slice of either.
-
-    Returns:
-        (uint8 images [N, 8, 8, 1] in 0..255, int32 labels [N]).
-    """
-    from sklearn import datasets as sklearn_datasets  # Only digits needs it.
-    name, start, end = resolve_split(
-        split, {'train': _DIGITS_NUM_TRAIN,
-                'test': _DIGITS_NUM_EXAMPLES - _DIGITS_NUM_TRAIN})
-    permutation = np.random.RandomState(_DIGITS_SPLIT_SEED).permutation(
-        _DIGITS_NUM_EXAMPLES)
-    indices = {'train': permutation[:_DIGITS_NUM_TRAIN],
-               'test': permutation[_DIGITS_NUM_TRAIN:]}[name][start:end]
-    digits = sklearn_datasets.load_digits()
-    images = np.round(digits.images * 255.0 / _DIGITS_MAX_VALUE)
-    images = images.astype(np.uint8)[..., np.newaxis]
-    return images[indices], digits.target[indices].astype(np.int32)
 
 
 def _idx_file(directory: str, gz_name: str) -> str | None:
@@ -263,7 +190,7 @@ def _load_splits(name: str, splits: list[str], data_dir: str | None,
     bases = {}  # Each base split is read (train: ~47 MB) and ordered once.
     results = []
     for split in splits:
-        base = _split_name(split, FASHION_MNIST_FILES)
+        base = split_name(split, FASHION_MNIST_FILES)
         if base not in bases:
             if kind == 'tfds':
                 # Imports TensorFlow; reached only without any IDX copy.

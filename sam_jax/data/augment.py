@@ -58,37 +58,6 @@ def random_flip_left_right(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.image.stateless_random_flip_left_right(image, seed=seed)
 
 
-def cutout(image: tf.Tensor, size: int, seed: tf.Tensor) -> tf.Tensor:
-    """Sets a `size` x `size` square of the image to 0.
-
-    The square's centre is uniform over all pixels, so near a border the
-    square is clipped (as in DeVries & Taylor 2017). Applied to the
-    normalised image, so 0 is the data set mean, as in the official SAM code.
-
-    Args:
-        image: [H, W, C] float tensor with static shape.
-        size: side of the square, in pixels.
-        seed: [2] int32/int64 stateless seed.
-
-    Returns:
-        The image with the (clipped) square zeroed; everything else unchanged.
-    """
-    height, width = image.shape[0], image.shape[1]
-    row_seed, col_seed = tf.unstack(
-        tf.random.experimental.stateless_split(seed, num=2))
-    centre_row = tf.random.stateless_uniform(
-        [], seed=row_seed, minval=0, maxval=height, dtype=tf.int32)
-    centre_col = tf.random.stateless_uniform(
-        [], seed=col_seed, minval=0, maxval=width, dtype=tf.int32)
-    top = centre_row - size // 2
-    left = centre_col - size // 2
-    rows = tf.range(height)[:, tf.newaxis]
-    cols = tf.range(width)[tf.newaxis, :]
-    inside = ((rows >= top) & (rows < top + size)
-              & (cols >= left) & (cols < left + size))
-    return tf.where(inside[:, :, tf.newaxis], tf.zeros_like(image), image)
-
-
 def _crop_and_flip(image: tf.Tensor, seed: tf.Tensor,
                    spec: DatasetSpec) -> tf.Tensor:
     crop_seed, flip_seed = tf.unstack(
@@ -118,7 +87,7 @@ def _augment_cutout(image, seed, spec):
     cutout_seed = tf.random.experimental.stateless_fold_in(seed, 1)
     # Scaled down for small images (8x8 digits get a 4x4 square).
     size = min(_CUTOUT_SIZE, spec.image_shape[0] // 2)
-    return cutout(image, size, cutout_seed)
+    return autoaugment_lib.cutout(image, size, cutout_seed)
 
 
 def _autoaugment_policy(image, seed, spec, constants):
@@ -142,7 +111,7 @@ def _augment_autoaugment_cutout(image, seed, spec):
     image = _augment_autoaugment(image, seed, spec)
     cutout_seed = tf.random.experimental.stateless_fold_in(seed, 1)
     size = min(_CUTOUT_SIZE, spec.image_shape[0] // 2)
-    return cutout(image, size, cutout_seed)
+    return autoaugment_lib.cutout(image, size, cutout_seed)
 
 
 def _augment_autoaugment_only(image, seed, spec):
@@ -158,9 +127,10 @@ def _augment_autoaugment_small_image(image, seed, spec):
     return _augment_basic(image, seed, spec)
 
 
-def _augment_randaugment(image, seed, spec):
+def _augment_randaugment(image, seed, spec, num_layers=2, magnitude=9):
     policy_seed = tf.random.experimental.stateless_fold_in(seed, 2)
-    image = autoaugment_lib.randaugment(image, policy_seed)
+    image = autoaugment_lib.randaugment(image, policy_seed, num_layers=num_layers,
+                                        magnitude=magnitude)
     return _augment_basic(image, seed, spec)
 
 
@@ -181,7 +151,9 @@ TRAINING_AUGMENTATIONS: dict[
 
 
 def augment_for_training(image: tf.Tensor, seed: tf.Tensor, *,
-                         spec: DatasetSpec, augmentation: str) -> tf.Tensor:
+                         spec: DatasetSpec, augmentation: str,
+                         randaugment_num_layers: int = 2,
+                         randaugment_magnitude: float = 9) -> tf.Tensor:
     """Augments and normalises one training image.
 
     Args:
@@ -197,8 +169,10 @@ def augment_for_training(image: tf.Tensor, seed: tf.Tensor, *,
             'autoaugment_only' (the policy alone, the official 'aa-only'
             for SVHN), 'autoaugment_small_image' (autoaugment with the
             AutoAugment paper's CIFAR ranges: translation <= 10 px, cutout
-            side <= 20 px), 'randaugment' (RandAugment N=2, M=9, then
-            basic).
+            side <= 20 px), 'randaugment' (RandAugment, N and M below,
+            then basic).
+        randaugment_num_layers: N of 'randaugment' (config.randaugment).
+        randaugment_magnitude: M of 'randaugment'.
 
     Returns:
         float32 [H, W, C] normalised image.
@@ -206,6 +180,9 @@ def augment_for_training(image: tf.Tensor, seed: tf.Tensor, *,
     if augmentation not in TRAINING_AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {augmentation!r}; allowed: "
                          f"{', '.join(TRAINING_AUGMENTATIONS)}")
+    if augmentation == 'randaugment':
+        return _augment_randaugment(image, seed, spec, randaugment_num_layers,
+                                    randaugment_magnitude)
     return TRAINING_AUGMENTATIONS[augmentation](image, seed, spec)
 
 

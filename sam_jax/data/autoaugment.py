@@ -418,11 +418,22 @@ def shear_y(image: tf.Tensor, level) -> tf.Tensor:
         image, [1.0, 0.0, 0.0, level, 1.0, 0.0, 0.0, 0.0])
 
 
-def cutout(image: tf.Tensor, pad_size: int, seed: tf.Tensor) -> tf.Tensor:
-    """Fills a 2*pad_size square, centred uniformly, with grey 128.
+def cutout(image: tf.Tensor, size, seed: tf.Tensor, fill=0) -> tf.Tensor:
+    """Sets a `size` x `size` square of the image to `fill`.
 
-    The square is clipped at the border: rows [cy - pad_size, cy + pad_size)
-    and likewise columns, intersected with the image.
+    The square's centre is uniform over all pixels, so near a border the
+    square is clipped (as in DeVries & Taylor 2017): rows
+    [centre - size // 2, centre - size // 2 + size), and likewise columns,
+    intersected with the image. The basic pipeline's cutout zeroes a square of
+    the normalised image (0 is the data set mean, as in the official SAM
+    code); AutoAugment's Cutout op fills a 2 * level square of the uint8
+    image with grey 128.
+
+    Args:
+        image: [H, W, C] tensor.
+        size: side of the square, in pixels (an int or an int32 tensor).
+        seed: [2] int32/int64 stateless seed.
+        fill: the value of the square's pixels.
     """
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     row_seed, col_seed = tf.unstack(
@@ -431,13 +442,14 @@ def cutout(image: tf.Tensor, pad_size: int, seed: tf.Tensor) -> tf.Tensor:
         [], seed=row_seed, maxval=height, dtype=tf.int32)
     centre_col = tf.random.stateless_uniform(
         [], seed=col_seed, maxval=width, dtype=tf.int32)
+    top = centre_row - size // 2
+    left = centre_col - size // 2
     rows = tf.range(height)[:, tf.newaxis]
     cols = tf.range(width)[tf.newaxis, :]
-    inside = ((rows >= centre_row - pad_size) & (rows < centre_row + pad_size)
-              & (cols >= centre_col - pad_size)
-              & (cols < centre_col + pad_size))
-    grey = tf.fill(tf.shape(image), tf.constant(_FILL_VALUE, tf.uint8))
-    return tf.where(inside[:, :, tf.newaxis], grey, image)
+    inside = ((rows >= top) & (rows < top + size)
+              & (cols >= left) & (cols < left + size))
+    filled = tf.fill(tf.shape(image), tf.constant(fill, image.dtype))
+    return tf.where(inside[:, :, tf.newaxis], filled, image)
 
 
 # ----------------------------------------------------- levels and policies
@@ -505,7 +517,7 @@ _OPS = {
     'TranslateY': lambda image, argument, seed: translate_y(
         image, _random_sign(argument, seed)),
     'Cutout': lambda image, argument, seed: cutout(
-        image, tf.cast(argument, tf.int32), seed),
+        image, 2 * tf.cast(argument, tf.int32), seed, _FILL_VALUE),
 }
 
 

@@ -17,6 +17,9 @@ import numpy as np
 import tensorflow as tf
 
 from sam_jax.data.augment import augment_for_training, preprocess_for_eval
+# The batch counts are the device pipeline's: both paths step through the same
+# epochs and evaluate the same batches.
+from sam_jax.data.device_pipeline import num_eval_batches, steps_per_epoch
 from sam_jax.data.specs import DatasetSpec
 
 # Second seed word of the two independent random streams derived from the
@@ -36,20 +39,6 @@ def resize(images: tf.Tensor, image_size: int | None) -> tf.Tensor:
     if image_size is None or tuple(images.shape[-3:-1]) == (image_size, image_size):
         return images
     return tf.image.resize(images, [image_size, image_size], method='bicubic')
-
-
-def steps_per_epoch(num_examples: int, global_batch_size: int) -> int:
-    """Full batches per epoch; the remainder is dropped every epoch."""
-    steps = num_examples // global_batch_size
-    if steps == 0:
-        raise ValueError(f'global batch size {global_batch_size} is larger '
-                         f'than the dataset ({num_examples} examples)')
-    return steps
-
-
-def num_eval_batches(num_examples: int, global_batch_size: int) -> int:
-    """Batches `eval_batches` yields: every example once, the last padded."""
-    return -(-num_examples // global_batch_size)
 
 
 def _local_batch_size(global_batch_size: int, process_index: int,
@@ -83,7 +72,9 @@ def train_dataset(images: np.ndarray, labels: np.ndarray, *,
                   global_batch_size: int, seed: int, start_step: int,
                   num_steps: int, process_index: int = 0,
                   process_count: int = 1,
-                  image_size: int | None = None) -> tf.data.Dataset:
+                  image_size: int | None = None,
+                  randaugment_num_layers: int = 2,
+                  randaugment_magnitude: float = 9) -> tf.data.Dataset:
     """This process's training batches for steps start_step .. num_steps-1.
 
     Args:
@@ -100,6 +91,8 @@ def train_dataset(images: np.ndarray, labels: np.ndarray, *,
             global_batch_size // process_count slice of every global batch.
         image_size: side of the output images (see `resize`); None keeps
             the data set's own.
+        randaugment_num_layers: N of 'randaugment' (config.randaugment).
+        randaugment_magnitude: M of 'randaugment'.
 
     Returns:
         A dataset of exactly num_steps - start_step elements
@@ -140,7 +133,9 @@ def train_dataset(images: np.ndarray, labels: np.ndarray, *,
         image = augment_for_training(
             tf.gather(all_images, example_index),
             _example_seed(seed, global_position),
-            spec=spec, augmentation=augmentation)
+            spec=spec, augmentation=augmentation,
+            randaugment_num_layers=randaugment_num_layers,
+            randaugment_magnitude=randaugment_magnitude)
         return {'image': resize(image, image_size),
                 'label': tf.gather(all_labels, example_index)}
 

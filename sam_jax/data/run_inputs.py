@@ -18,6 +18,7 @@ from typing import Callable, Iterator, Optional
 import jax
 import numpy as np
 
+from sam_jax import parallel
 from sam_jax.data import arrays
 from sam_jax.data import device_augment
 from sam_jax.data.label_noise import symmetric_label_noise
@@ -167,11 +168,7 @@ def prepare_inputs(config, mesh, axis: str) -> RunInputs:
 
 def _global(mesh, axis, local_batches):
     """This host's numpy batches -> global arrays sharded over `axis`."""
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
-    for batch in local_batches:
-        yield jax.tree_util.tree_map(
-            lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
-            batch)
+    return (parallel.global_batch(mesh, batch, axis) for batch in local_batches)
 
 
 def _tf_data_inputs(config, spec, mesh, axis, image_shape, train_images, train_labels,
@@ -190,6 +187,8 @@ def _tf_data_inputs(config, spec, mesh, axis, image_shape, train_images, train_l
             train_images, train_labels, augmentation=config.augmentation,
             global_batch_size=config.batch_size, seed=config.seed,
             start_step=start, num_steps=stop, image_size=image_size,
+            randaugment_num_layers=config.randaugment.num_layers,
+            randaugment_magnitude=config.randaugment.magnitude,
             **common).as_numpy_iterator()),
         eval_batches=lambda: _global(mesh, axis, pipeline.eval_batches(
             eval_images, eval_labels, global_batch_size=config.eval_batch_size,

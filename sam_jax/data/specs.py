@@ -20,8 +20,8 @@ STREAMING_AUGMENTATIONS = ('none', 'basic', 'autoaugment', 'randaugment')
 
 def _digits_train_statistics() -> tuple[tuple[float], tuple[float]]:
     """Pixel mean and std of the digits train split, in 0..255 units."""
-    from sam_jax.data import arrays  # scikit-learn: cheap (~0.1 s)
-    images, _ = arrays.load_digits_split('train')
+    from sam_jax.data import splits  # scikit-learn: cheap (~0.1 s)
+    images, _ = splits.load_digits_split('train')
     pixels = images.astype(np.float64)
     return (float(pixels.mean()),), (float(pixels.std()),)
 

@@ -292,8 +292,11 @@ FORMATS = ("markdown", "summary", "csv")
 
 
 def collect_command(table, root, args) -> int:
-    cells, statuses = collect.collect_table(table, root,
-                                            running_window_s=args.running_window_s)
+    try:
+        cells, statuses = collect.collect_table(table, root,
+                                                running_window_s=args.running_window_s)
+    except ValueError as e:  # a damaged run_outputs.jsonl
+        raise BadInput(str(e)) from None
     if args.format == "csv":
         print(collect.to_csv(table, cells), end="")
     else:

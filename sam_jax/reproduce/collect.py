@@ -5,7 +5,9 @@ launcher): `done` (results.json), `failed` (status.json records a non-zero
 exit other than 75), `running` (checkpoints, metrics or a launcher status
 written in the last `running_window_s`), `unfinished` (such files, older: a
 preempted or killed run that resumes when launched again), `missing`
-(nothing).
+(nothing). A run without a workdir here is read from its line in the root's
+run_outputs.jsonl (a study's committed record, run_outputs.py) where it has
+one: done, failed or unfinished as its outputs say.
 """
 
 import csv
@@ -19,51 +21,12 @@ from typing import Optional
 from sam_jax import workdir as workdir_lib
 from sam_jax.errors import EXIT_MEANINGS, EXIT_PREEMPTED
 from sam_jax.reproduce import registry
+from sam_jax.reproduce import run_outputs
 
 DONE, RUNNING, UNFINISHED, FAILED, MISSING = (
     "done", "running", "unfinished", "failed", "missing")
 STATUSES = (DONE, RUNNING, UNFINISHED, FAILED, MISSING)
 RUNNING_WINDOW_S = 600.0
-
-
-def read_sharpness_records(workdir: str, split: str = "sharpness") -> Optional[list]:
-    """metrics.jsonl's "sharpness" records (config.sharpness.every_epochs), or
-    those of another split ("stability": config.sharpness.every_steps), None if
-    none.
-
-    A line cut short by a killed run is skipped: the records before it stand.
-    """
-    records = [row for row in workdir_lib.read_metrics(workdir, warn_torn=False)
-               if row.get("split") == split]
-    return records or None
-
-
-def read_outputs(workdir: str) -> dict:
-    """What a run wrote: {"results", "analysis", "status", "sharpness",
-    "stability"} for what is present."""
-    files = {"results": workdir_lib.RESULTS_FILE, "analysis": workdir_lib.ANALYSIS_FILE,
-             "status": workdir_lib.STATUS_FILE}
-    # A file cut short or damaged reads as absent: a run is done only if its
-    # results.json reads (the trainer and the launchers agree on that).
-    outputs = {key: workdir_lib.read_json(os.path.join(workdir, name))
-               for key, name in files.items()}
-    outputs = {key: value if isinstance(value, dict) else None
-               for key, value in outputs.items()}
-    outputs["sharpness"] = read_sharpness_records(workdir)
-    outputs["stability"] = read_sharpness_records(workdir, "stability")
-    return {key: value for key, value in outputs.items() if value is not None}
-
-
-def _last_activity(workdir: str) -> Optional[float]:
-    """Newest mtime among the files a live run keeps writing."""
-    paths = [workdir_lib.path(workdir, name) for name in
-             (workdir_lib.METRICS_FILE, workdir_lib.CHECKPOINT_DIR,
-              workdir_lib.STATUS_FILE, workdir_lib.LAUNCH_LOG_FILE)]
-    checkpoints = workdir_lib.path(workdir, workdir_lib.CHECKPOINT_DIR)
-    if os.path.isdir(checkpoints):
-        paths += [entry.path for entry in os.scandir(checkpoints)]
-    times = [os.path.getmtime(p) for p in paths if os.path.exists(p)]
-    return max(times) if times else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,9 +38,16 @@ class RunStatus:
 
 
 def run_status(run: registry.Run, root: str, now: Optional[float] = None,
-               running_window_s: float = RUNNING_WINDOW_S) -> RunStatus:
+               running_window_s: float = RUNNING_WINDOW_S,
+               recorded: Optional[dict] = None) -> RunStatus:
+    """`recorded`: the root's run_outputs.jsonl (read here if not given)."""
     workdir = run.workdir(root)
-    outputs = read_outputs(workdir)
+    has_workdir = os.path.isdir(workdir)
+    if has_workdir:
+        outputs = run_outputs.read_outputs(workdir)
+    else:
+        recorded = run_outputs.read(root) if recorded is None else recorded
+        outputs = recorded.get(run.name, {})
     now = time.time() if now is None else now
     status_file = outputs.get("status", {})
     if "results" in outputs:
@@ -93,7 +63,12 @@ def run_status(run: registry.Run, root: str, now: Optional[float] = None,
         meaning = EXIT_MEANINGS.get(exit_code, "")
         return RunStatus(run.name, FAILED, f"exit code {exit_code}"
                          + (f" ({meaning})" if meaning else ""), outputs)
-    last = _last_activity(workdir)
+    if not has_workdir:  # recorded unfinished, or never run
+        preempted = "preempted; " if exit_code == EXIT_PREEMPTED else ""
+        return (RunStatus(run.name, UNFINISHED, f"{preempted}recorded, no workdir here; "
+                          "launch again to run it", outputs) if outputs
+                else RunStatus(run.name, MISSING, "", outputs))
+    last = run_outputs.last_activity(workdir)
     if last is None:
         return RunStatus(run.name, MISSING, "", outputs)
     age = max(now - last, 0.0)
@@ -140,7 +115,8 @@ class CellResult:
 def collect_table(table: registry.Table, root: str, now: Optional[float] = None,
                   running_window_s: float = RUNNING_WINDOW_S):
     """(cell results in cell order, {run name: RunStatus} in run order)."""
-    statuses = {run.name: run_status(run, root, now, running_window_s)
+    recorded = run_outputs.read(root)
+    statuses = {run.name: run_status(run, root, now, running_window_s, recorded)
                 for run in table.runs()}
     cells = []
     for cell in table.cells:

@@ -1,7 +1,10 @@
 """Launchers: run a table's runs here, as a SLURM array job, or on a TPU pod.
 
 Every launcher runs the same command lines (`Run.argv`); a run that stops
-resumes from its workdir when launched again, and a finished one is skipped.
+resumes from its workdir when launched again, and a finished one (its workdir,
+or its line in the root's run_outputs.jsonl) is skipped. When a run ends, its
+line in run_outputs.jsonl is refreshed (the local launcher here; a SLURM task
+at its end).
 """
 
 import dataclasses
@@ -18,7 +21,7 @@ from sam_jax import workdir as workdir_lib
 from sam_jax.errors import EXIT_PREEMPTED
 from sam_jax.reproduce import collect
 from sam_jax.reproduce import registry
-
+from sam_jax.reproduce import run_outputs
 
 
 def write_status(workdir: str, **fields) -> None:
@@ -30,14 +33,18 @@ def write_status(workdir: str, **fields) -> None:
 
 
 def pending_analyses(run: registry.Run, root: str) -> list[str]:
-    analysis = collect.read_outputs(run.workdir(root)).get("analysis", {})
+    analysis = collect.run_status(run, root).outputs.get("analysis", {})
     return [what for what in run.analyses if what not in analysis]
+
+
+def is_trained(run: registry.Run, root: str) -> bool:
+    """results.json reads, in the workdir or (without one) in the root's record."""
+    return "results" in collect.run_status(run, root).outputs
 
 
 def is_finished(run: registry.Run, root: str) -> bool:
     """Trained (results.json) and every analysis written."""
-    return (workdir_lib.read_results(run.workdir(root)) is not None
-            and not pending_analyses(run, root))
+    return is_trained(run, root) and not pending_analyses(run, root)
 
 
 class _TermForwarder:
@@ -112,7 +119,7 @@ def launch_local(runs: Sequence[registry.Run], root: str, repo: str, *,
             if forwarder.received:
                 break
             workdir = run.workdir(root)
-            trained = workdir_lib.read_results(workdir) is not None
+            trained = is_trained(run, root)
             analyses = pending_analyses(run, root) if trained else list(run.analyses)
             header = f"[{index + 1}/{len(runs)}] {run.name}"
             if trained and not analyses:
@@ -141,6 +148,7 @@ def launch_local(runs: Sequence[registry.Run], root: str, repo: str, *,
                         break
             except KeyboardInterrupt:  # Ctrl-C reached the run too; it resumes later
                 write_status(workdir, state="interrupted", launcher="local")
+                run_outputs.refresh([workdir])
                 raise
             elapsed_s = round(time.time() - started, 1)
             if code == 0:
@@ -152,6 +160,7 @@ def launch_local(runs: Sequence[registry.Run], root: str, repo: str, *,
             write_status(workdir, state=outcomes[run.name], launcher="local",
                          exit_code=code, elapsed_s=elapsed_s, command=shlex.join(argv),
                          log=workdir_lib.path(workdir, workdir_lib.LAUNCH_LOG_FILE))
+            run_outputs.refresh([workdir])
             echo(f"{header}: {outcomes[run.name]} (exit code {code}, {elapsed_s:.0f} s)")
     return outcomes
 
@@ -275,6 +284,8 @@ elif [[ -n "$AFTER" ]]; then
 else
   write_status done 0
 fi
+# The run's line in the root's run_outputs.jsonl (what a study commits).
+python -m sam_jax.reproduce.run_outputs "$WORKDIR" || echo "run_outputs.jsonl not refreshed"
 exit "$STATUS"
 """
     return "\n".join(header) + "\n" + body
