@@ -31,15 +31,21 @@ def test_quick_benchmark_reports_every_case(tmp_path):
     json_out = tmp_path / "results.json"
     md_out = tmp_path / "results.md"
     subprocess.run([sys.executable, SCRIPT, "--quick", "--repeats=1",
-                    f"--cases={','.join(CASES)},methods,cpu_vs_torch",
+                    f"--cases={','.join(CASES)},methods,cpu_vs_torch,step_profile",
                     "--methods=sam,looksam,entropy_sgd",
                     f"--json_out={json_out}", f"--md_out={md_out}"],
                    check=True, env=user_environment(), cwd=REPO, timeout=900)
     report = json.loads(json_out.read_text())
 
-    assert set(CASES) | {"methods", "cpu_vs_torch"} == set(report["settings"]["cases"])
+    extra = {"cpu_vs_torch", "step_profile"}
+    assert set(CASES) | {"methods"} | extra == set(report["settings"]["cases"])
     rows = [row for row in report["cases"] if row["case"] != "methods"]
-    assert {row["case"] for row in rows} == set(CASES) | {"cpu_vs_torch"}
+    assert {row["case"] for row in rows} == set(CASES) | extra
+    # step_profile: seven parts of the SAM step; the forward pass and the
+    # weight gradients take time, and the parts up to SAM's add up to it.
+    profile = [row for row in rows if row["case"] == "step_profile"]
+    assert len(profile) == 7 and profile[0]["ratio"] > 0
+    assert sum(row["ratio"] for row in profile[:5]) == pytest.approx(1.0)
     # cpu_vs_torch: SGD, SAM at m = the batch and at a smaller m, per model.
     assert [row["measure"].split(":")[0] for row in rows
             if row["case"] == "cpu_vs_torch"] == ["SGD", "SAM m = 16", "SAM m = 8"]

@@ -19,6 +19,13 @@ Cases (--cases picks some; the default set unless named):
   cpu_vs_torch    the trainer's SGD and SAM steps (m = the batch and m = 32) /
                   PyTorch's, WRN-16-4 at 32x32 batch 64 and WRN-10-1 at 16x16
                   batch 128, whatever --main is (not default)  WRN-16-4 SAM >= 1.0
+  cpu_flags       XLA:CPU's oneDNN, oneDNN custom-call and XNNPACK options on
+                  those models' SAM steps (m = 64 and m = 32) / XLA's defaults,
+                  with the weights' distance after the same steps (not default)
+  step_profile    where the SAM step's time goes on those models: forward,
+                  input and weight gradients, optimizer, SAM's second pass,
+                  the m = 32 groups unrolled and vmapped, each a share of the
+                  SAM step (not default)                                 (none)
   device_sums     the trainer's mean over devices, added in device order, /
                   lax.pmean's, and the difference / the SAM step; needs
                   several devices (not default)                          (none)

@@ -51,6 +51,12 @@ class Settings:
     # PyTorch's, whatever --main is.
     cpu_vs_torch: tuple = ((wl.Setup("wrn16_4", 64), 32, 3, 32),
                            (wl.Setup("wrn10_1", 128), 16, 1, 32))
+    # cpu_flags: XLA:CPU compile options tried on the first model's SAM step
+    # and the second's SAM step at the smaller m, against XLA's defaults.
+    cpu_flag_sets: tuple = (
+        ("oneDNN custom calls", {"xla_cpu_experimental_onednn_custom_call": True}),
+        ("oneDNN", {"xla_cpu_use_onednn": True}),
+        ("XNNPACK", {"xla_cpu_use_xnnpack": True}))
 
 
 FULL = Settings(main=wl.Setup("wrn16_4", 128), large=wl.Setup("wrn28_10", 16),
@@ -109,7 +115,7 @@ def step_configs(setup: wl.Setup, mesh, settings: Settings) -> dict:
     config = lambda *args, **overrides: wl.setup_config(
         setup, *args, **{"dtype": settings.dtype, **overrides})
     configs = {"sam": config("sam"), "sgd": config("sgd"),
-               "sam_m_div8": config("sam", m),
+               "sam_m_div8": config("sam", m, "vmap"),
                "sam_m_div8_sequential": config("sam", m, "sequential")}
     # SGD is every method's denominator: timed even when --methods omits it.
     configs.update({METHOD_PREFIX + name: config(name)
@@ -199,6 +205,10 @@ def run_setup(setup: wl.Setup, wanted: set, settings: Settings, mesh, repeats: i
             notes["conv_torch_skipped"] = f"torch is not importable ({error})"
     if "cpu_vs_torch" in wanted:
         _add_cpu_vs_torch(settings, mesh, num_threads, compiled, workloads, notes, log)
+    if "step_profile" in wanted:
+        _add_step_profile(settings, mesh, compiled, workloads, log)
+    if "cpu_flags" in wanted:
+        _add_cpu_flags(settings, mesh, compiled, workloads, log)
     if "device_sums" in wanted:
         params = compiled["sam"].state.params  # its shapes (the case needs "sam")
         for name, mean_fn in (("device_sum_ordered", _ordered_mean),
@@ -222,6 +232,14 @@ def run_setup(setup: wl.Setup, wanted: set, settings: Settings, mesh, repeats: i
         for name, workload in workloads.items():
             timings[name] = harness.summarise(seconds[name], workload.examples_per_call)
             timings[name]["all_steps_finite"] = workload.finite()
+        if "cpu_flags" in wanted:  # every step made as many calls from one state
+            for label, step, _, _, _ in _flagged_steps(settings):
+                default = workloads[_cpu_vs_torch_name(label, "jax", step)].state.params
+                for flags_label, _ in settings.cpu_flag_sets:
+                    name = f"flags {label} {step} {flags_label}"
+                    notes[name] = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+                        jax.tree_util.tree_leaves(workloads[name].state.params),
+                        jax.tree_util.tree_leaves(default)))
     return timings, compiled, notes
 
 
@@ -234,6 +252,54 @@ def cpu_vs_torch_label(setup: wl.Setup, image_size: int, channels: int) -> str:
 
 def _cpu_vs_torch_name(label: str, framework: str, step: str) -> str:
     return f"cvt {label} {framework} {step}"
+
+
+PROFILE_PASSES = ("forward", "input_grad", "param_grad")
+
+
+def _add_step_profile(settings, mesh, compiled, workloads, log):
+    """The passes the trainer's step is made of, and the SAM step at the
+    smaller m with its groups vmapped, per settings.cpu_vs_torch model (the
+    steps themselves are cpu_vs_torch's)."""
+    for setup, image_size, channels, small_m in settings.cpu_vs_torch:
+        label = cpu_vs_torch_label(setup, image_size, channels)
+        batch_numpy = wl.random_batch(setup, image_shape=(image_size, image_size,
+                                                          channels))
+        config = wl.setup_config(setup, "sgd")
+        for what in PROFILE_PASSES:
+            log(f"  compiling {label} {what}")
+            workloads[f"prof {label} {what}"] = wl.ModelPassWorkload(config, batch_numpy,
+                                                                     what)
+        name = f"prof {label} sam_small_m_vmap"
+        log(f"  compiling {name}")
+        compiled[name] = wl.compile_sam_jax_step(
+            wl.setup_config(setup, "sam", small_m, group_map="vmap"), mesh, batch_numpy,
+            settings.compiler_options)
+        workloads[name] = wl.JaxStepWorkload(compiled[name], setup.batch_size,
+                                             wl.sam_jax_state_is_finite)
+
+
+def _flagged_steps(settings):
+    """(label, step name, setup, its batch, config) of each cpu_flags step."""
+    (first, size1, channels1, _), (second, size2, channels2, small_m) = (
+        settings.cpu_vs_torch[0], settings.cpu_vs_torch[-1])
+    return ((cpu_vs_torch_label(first, size1, channels1), "sam", first,
+             (size1, size1, channels1), wl.setup_config(first, "sam")),
+            (cpu_vs_torch_label(second, size2, channels2), "sam_small_m", second,
+             (size2, size2, channels2), wl.setup_config(second, "sam", small_m)))
+
+
+def _add_cpu_flags(settings, mesh, compiled, workloads, log):
+    """Each flag set's compile of the steps; XLA's defaults are cpu_vs_torch's."""
+    for label, step, setup, shape, config in _flagged_steps(settings):
+        batch_numpy = wl.random_batch(setup, image_shape=shape)
+        for flags_label, options in settings.cpu_flag_sets:
+            name = f"flags {label} {step} {flags_label}"
+            log(f"  compiling {name}")
+            compiled[name] = wl.compile_sam_jax_step(
+                config, mesh, batch_numpy, {**(settings.compiler_options or {}), **options})
+            workloads[name] = wl.JaxStepWorkload(compiled[name], setup.batch_size,
+                                                 wl.sam_jax_state_is_finite)
 
 
 def _add_cpu_vs_torch(settings, mesh, num_threads, compiled, workloads, notes, log):
@@ -486,6 +552,62 @@ def _cpu_vs_torch(case, m):
     return rows
 
 
+def _step_profile(case, m):
+    """Where the SAM step's time goes, by differences of nested workloads: the
+    forward pass; + the backward pass to the inputs (input gradients of every
+    layer); + the weight gradients (SGD's gradient); + the optimizer and the
+    step's bookkeeping (SGD's step); + SAM's ascent and second pass (the SAM
+    step at m = the batch); + the groups at the smaller m (unrolled, the
+    CPU's default, and vmapped). Each is a share of the SAM step at m = the
+    batch."""
+    rows = []
+    for setup, image_size, channels, small_m in m.settings.cpu_vs_torch:
+        label = cpu_vs_torch_label(setup, image_size, channels)
+        t = {what: m.timings["main"][f"prof {label} {what}"]["median_s"]
+             for what in PROFILE_PASSES}
+        t["sgd_step"], t["sam_step"], t["sam_small_m"] = (
+            m.timings["main"][_cpu_vs_torch_name(label, "jax", step)]["median_s"]
+            for step in CPU_VS_TORCH_STEPS)
+        t["sam_small_m_vmap"] = m.timings["main"][f"prof {label} sam_small_m_vmap"][
+            "median_s"]
+        parts = (
+            ("forward pass (training mode)", t["forward"]),
+            ("backward pass to the inputs", t["input_grad"] - t["forward"]),
+            ("weight gradients", t["param_grad"] - t["input_grad"]),
+            ("optimizer and step bookkeeping (SGD step - gradient)",
+             t["sgd_step"] - t["param_grad"]),
+            ("SAM's ascent and second pass (SAM step - SGD step)",
+             t["sam_step"] - t["sgd_step"]),
+            (f"groups of m = {small_m}, unrolled (SAM m = {small_m} - SAM)",
+             t["sam_small_m"] - t["sam_step"]),
+            (f"groups of m = {small_m}, vmapped (SAM m = {small_m} vmap - SAM)",
+             t["sam_small_m_vmap"] - t["sam_step"]))
+        for measure, seconds in parts:
+            rows.append(harness.case_row(case.name, label, f"{measure} - share of the "
+                                         "SAM step", seconds, t["sam_step"], unit="s"))
+    return rows
+
+
+def _cpu_flags(case, m):
+    """Each flag set's step speed over XLA's defaults' (both timed in every
+    round), and how far its weights are from the defaults' after the same
+    steps (float reassociation only if small)."""
+    rows = []
+    for label, step, setup, _, _ in _flagged_steps(m.settings):
+        default_name = _cpu_vs_torch_name(label, "jax", step)
+        default = m.timings["main"][default_name]
+        for flags_label, options in m.settings.cpu_flag_sets:
+            flagged = m.timings["main"][f"flags {label} {step} {flags_label}"]
+            rows.append(harness.case_row(
+                case.name, label, f"{step}, {flags_label} ({', '.join(options)}): "
+                "images/s / XLA's defaults' images/s", flagged["images_per_s"],
+                default["images_per_s"], unit="images/s",
+                round_ratios=harness.round_ratio_range(flagged, default, throughput=True),
+                max_abs_weight_difference=m.notes["main"].get(
+                    f"flags {label} {step} {flags_label}")))
+    return rows
+
+
 def _methods(case, m):
     """Each method's step time / the sgd method's, with the declared cost."""
     rows = []
@@ -520,6 +642,12 @@ CASES = {case.name: case for case in [
     # The trainer's steps against PyTorch's on the CPU (issue 28): its own
     # models and batches (Settings.cpu_vs_torch), 12 workloads.
     Case("cpu_vs_torch", {"main": {"cpu_vs_torch"}}, _cpu_vs_torch, default=False),
+    # XLA:CPU's optional kernels (oneDNN, XNNPACK) on those models' SAM steps.
+    Case("cpu_flags", {"main": {"cpu_vs_torch", "cpu_flags"}}, _cpu_flags,
+         default=False),
+    # Where the step's time goes on those models, by nested workloads.
+    Case("step_profile", {"main": {"cpu_vs_torch", "step_profile"}}, _step_profile,
+         default=False),
     # The trainer's device-order mean against lax.pmean (needs several devices).
     Case("device_sums", {"main": {"sam", "device_sums"}}, _device_sums, default=False),
     # Every method's step (issue 15's cost table): many compiles, not default.

@@ -55,7 +55,7 @@ def load_config(method: str):
 
 
 def setup_config(setup: Setup, method: str, examples_per_perturbation=None,
-                 group_map: str = "vmap", **overrides):
+                 group_map: str = "auto", **overrides):
     """configs/cifar_wrn.py with the setup's model and batch; `method` is "sam"
     or "sgd" (the config's ARG) or any other method name (--config.method);
     `overrides` set other keys ("dtype", "grad_accum_steps", "sam.rho")."""
@@ -296,6 +296,42 @@ class PipelineWorkload:
 
     def finite(self) -> bool:
         return True
+
+
+class ModelPassWorkload:
+    """One pass of the model's training loss per call, for the step profile:
+    "forward" (training mode, BatchNorm statistics out), "input_grad" (and its
+    gradient in the images only: the backward pass without weight
+    gradients) or "param_grad" (its gradient in the weights: what SGD takes)."""
+
+    def __init__(self, config, batch_numpy, what: str):
+        spec = get_spec(DATASET)
+        model = get_model(config.model.name, spec.num_classes, config.dtype)
+        images = jnp.asarray(batch_numpy["image"])
+        labels = jnp.asarray(batch_numpy["label"])
+        variables = model.init(jax.random.PRNGKey(config.seed), images[:1], train=False)
+
+        def loss(params, images):
+            logits, _ = model.apply({"params": params,
+                                     "batch_stats": variables["batch_stats"]},
+                                    images, train=True, mutable=["batch_stats"])
+            return steps.cross_entropy(logits, labels).mean()
+
+        fn = {"forward": loss, "input_grad": jax.grad(loss, argnums=1),
+              "param_grad": jax.grad(loss, argnums=0)}[what]
+        self.run = jax.jit(fn)
+        self.args = (variables["params"], images)
+        self.examples_per_call = len(batch_numpy["label"])
+        self.output = jax.block_until_ready(self.run(*self.args))  # compiled, untimed
+
+    def __call__(self) -> float:
+        start = time.perf_counter()
+        self.output = jax.block_until_ready(self.run(*self.args))
+        return time.perf_counter() - start
+
+    def finite(self) -> bool:
+        return all(bool(jnp.all(jnp.isfinite(x)))
+                   for x in jax.tree_util.tree_leaves(self.output))
 
 
 class TorchStepWorkload:
