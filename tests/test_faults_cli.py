@@ -558,6 +558,49 @@ def _(tmp):
                  state="one warning; moved aside; resumed from step 10")
 
 
+# 7. issue 33: the last tracebacks
+
+def _damage_array_files(workdir) -> None:
+    """Every array data file (orbax's OCDBT `d/` files) of every checkpoint
+    cut in half: the metadata reads, the arrays do not."""
+    for root, _, files in os.walk(os.path.join(workdir, "checkpoints")):
+        if os.path.basename(root) == "d":
+            for name in files:
+                os.truncate(os.path.join(root, name),
+                            os.path.getsize(os.path.join(root, name)) // 2)
+
+
+@case("7 issue 33", "every checkpoint's arrays cut in half, then the same command",
+      in_suite=False)
+def _(tmp):
+    workdir = finished_run(tmp)
+    with open(os.path.join(workdir, "results.json")) as f:
+        before = json.load(f)
+    _damage_array_files(workdir)
+    out = run(main_argv(workdir), tmp)
+    moved = sorted(os.listdir(os.path.join(workdir, "checkpoints_corrupt")))
+    with open(os.path.join(workdir, "results.json")) as f:
+        after = json.load(f)
+    same = all(after[k] == before[k] for k in ("test_error", "test_loss", "steps"))
+    warnings = [l for l in out.stderr.splitlines() if l.startswith("warning: ")]
+    verdict, what = judge(out, EXIT_OK, state_ok=moved == ["10", "20"] and same,
+                          state="both moved aside, retrained, the same results")
+    if verdict == "good" and len(warnings) != 2:
+        verdict, what = "noisy", what + f" ({len(warnings)} warnings)"
+    return verdict, what
+
+
+@case("7 issue 33", "analysis on a run whose checkpoints' arrays are cut in half")
+def _(tmp):
+    workdir = finished_run(tmp)
+    _damage_array_files(workdir)
+    out = run(module("sam_jax.analysis", f"--workdir={workdir}", "--what=msharpness",
+                     "--num_examples=32", "--batch_size=32", "--m=8"), tmp)
+    return judge(out, EXIT_BAD_INPUT, message="cannot be read",
+                 state_ok=not os.path.exists(os.path.join(workdir, "analysis.json")),
+                 state="no analysis.json")
+
+
 # ------------------------------------------------------------------ running
 
 # The script-only cases are the suite's slow ones too (SAM_JAX_SLOW_TESTS=1).
@@ -577,11 +620,16 @@ def _main():
     import tempfile
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="markdown table to write")
+    parser.add_argument("--only", default="", help="run only the cases whose class "
+                        "starts with this (e.g. '7 issue 33')")
     args = parser.parse_args()
     counts = {"good": 0, "noisy": 0, "bad": 0, "skipped": 0}
     rows = []
+    cases = [c for c in CASES if c.klass.startswith(args.only)]
+    command = (f"python tests/test_faults_cli.py --out={args.out}"
+               + (f" --only='{args.only}'" if args.only else ""))
     with tempfile.TemporaryDirectory() as root:
-        for number, fault in enumerate(CASES):
+        for number, fault in enumerate(cases):
             tmp = os.path.join(root, f"case{number}")
             os.makedirs(tmp)
             start = time.monotonic()
@@ -593,9 +641,8 @@ def _main():
                   flush=True)
     summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
     with open(args.out, "w") as f:
-        f.write(f"{len(CASES)} cases: {summary} (`python tests/test_faults_cli.py "
-                f"--out={args.out}`)\n\n| class | case | verdict | what happened |\n"
-                "|---|---|---|---|\n" + "\n".join(rows) + "\n")
+        f.write(f"{len(cases)} cases: {summary} (`{command}`)\n\n"
+                "| class | case | verdict | what happened |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
     print(summary)
 
 
