@@ -253,6 +253,9 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         raise BadInputError(f"batch_size={config.batch_size}: {e}") from None
     spec = inputs.spec
     total_steps = config.num_steps or config.num_epochs * steps_per_epoch
+    problem = swa.never_averages(config, total_steps, steps_per_epoch)
+    if problem:  # said before training, not found missing from results.json
+        raise BadInputError(problem)
     sharp = config.sharpness
     for key, used in (("num_examples", sharp.every_steps or sharp.every_epochs),
                       ("rank_examples", sharp.every_steps)):
