@@ -12,6 +12,7 @@ BATCH_NORM_MODES = ("group", "device")
 RHO_SCHEDULES = ("constant", "lr")
 OPTIMIZER_SCHEDULES = ("cosine", "constant")
 OPTIMIZERS = ("sgd", "rmsprop")
+WEIGHT_DECAY_MODES = ("loss", "decoupled")  # see config_schema
 PRETRAINED_FORMATS = ("msgpack", "orbax")  # see sam_jax/pretrained.py
 
 
@@ -75,6 +76,9 @@ def validate_config(config, num_devices: int) -> None:
     _number(config, "optimizer.learning_rate", 0, low_open=True)
     _number(config, "optimizer.momentum", 0, 1, high_open=True)
     _number(config, "optimizer.weight_decay", 0)
+    _check(config.optimizer.weight_decay_mode in WEIGHT_DECAY_MODES,
+           f"unknown optimizer.weight_decay_mode {config.optimizer.weight_decay_mode!r}; "
+           f"allowed: {', '.join(WEIGHT_DECAY_MODES)}")
     _number(config, "optimizer.grad_clip_norm", 0)
     for name in ("batch_size", "eval_batch_size"):
         _number(config, name, 1, integer=True)
