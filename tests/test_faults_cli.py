@@ -760,7 +760,8 @@ def _main():
     summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
     with open(args.out, "w") as f:
         f.write(f"{len(cases)} cases: {summary} (`{command}`)\n\n"
-                "| class | case | verdict | what happened |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
+                "| class | case | verdict | what happened |\n|---|---|---|---|\n"
+                + "\n".join(rows) + "\n")
     print(summary)
 
 

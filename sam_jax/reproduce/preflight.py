@@ -7,6 +7,7 @@ validate.validate_config), with one device: the device count of the machine
 that runs it is not known here, so what depends on it is left to the run.
 """
 
+import os
 import sys
 
 from absl import flags
@@ -22,6 +23,10 @@ def run_config(argv: list[str]):
     """The config a `python -m sam_jax.main` argv trains, as the trainer parses it."""
     argv = declarations.resolve_config_argv(argv)
     spec = next(a[len("--config="):] for a in argv if a.startswith("--config="))
+    path, colon, arg = spec.partition(":")
+    launched_from = os.path.join(declarations.launch_directory(), path)
+    if not os.path.isfile(path) and os.path.isfile(launched_from):
+        spec = launched_from + colon + arg  # where the run will start
     overrides = [a for a in argv if a.startswith("--config.")]
     config_schema.check_overrides(config_schema.load_config_file(spec), overrides)
     flag_values = flags.FlagValues()
