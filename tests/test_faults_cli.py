@@ -15,6 +15,11 @@ messages). Run as a script, it tries them all and writes the table with the
 counts:
 
     python tests/test_faults_cli.py --out=experiments/faults_cli.md
+
+or one class of them (issue 33's, here):
+
+    python tests/test_faults_cli.py --out=experiments/faults_cli_issue33.md \
+        --only='7 issue 33'
 """
 
 import json
@@ -623,7 +628,10 @@ def _(tmp):
 
 @case("7 issue 33", "a sweep whose second point has sam.rho=-1 (local launcher)")
 def _(tmp):
-    sweep = _sweep_file(tmp, "return [{'sam.rho': 0.05}, {'sam.rho': -1.0}]")
+    # Tiny points: without the check, the first one trains (as it did).
+    tiny = "'num_steps': 2, 'model.name': 'wrn10_1', 'batch_size': 32"
+    sweep = _sweep_file(tmp, f"return [{{'sam.rho': 0.05, {tiny}}}, "
+                        f"{{'sam.rho': -1.0, {tiny}}}]")
     return _cli_error(tmp, module("sam_jax.reproduce", "sweep", f"--sweep={sweep}",
                                   f"--root={tmp}/runs", "--launcher=local"),
                       "sam.rho=-1.0 must be a finite number >= 0; nothing launched",
