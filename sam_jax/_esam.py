@@ -1,7 +1,8 @@
 """ESAM (Du et al., ICLR 2022): efficient SAM by stochastic weight perturbation
 (SWP) and sharpness-sensitive data selection (SDS).
 
-As the authors' code (dydjw9/Efficient_SAM, utils/Esam.py), per group:
+Per group, as the authors' code (dydjw9/Efficient_SAM, utils/Esam.py) except
+where the selection says otherwise:
 - SWP: each parameter tensor is perturbed with probability beta (a mask per
   tensor, drawn for the step; all tensors at step 0), and
   e = (rho / beta) g_M / ||g_M||, the norm over the kept tensors. The issue
@@ -10,7 +11,14 @@ As the authors' code (dydjw9/Efficient_SAM, utils/Esam.py), per group:
 - SDS: the loss change at w + e of every example, s_i = l_i(w + e) - l_i(w),
   picks the K = max(1, int(gamma m)) examples with the largest change; the
   second pass (forward and backward) runs on them only. gamma = 1 skips the
-  selection.
+  selection. This is the paper's gamma (the fraction selected), not the
+  authors' code, which departs from it in three ways: it keeps the examples
+  strictly above the K-th largest change (K - 1 of them without ties, none at
+  K = 1: a NaN mean), skips the selection from gamma >= 0.99 (we select
+  int(gamma m) up to gamma < 1), and divides by ||g|| + 1e-7 (our eps, 1e-12,
+  is SAM's). We follow the paper: gamma then means what it says at every m,
+  and small groups (m = 2 at gamma 0.5) still train; at m = 128 and gamma 0.5
+  the two rules select 64 and 63 examples.
 Cost per step: one full pass at w, one forward pass at w + e (for s_i) and a
 forward and backward pass on K of the m examples. SWP saves nothing here: JAX
 computes the clean gradient of every tensor (the authors skip the dropped

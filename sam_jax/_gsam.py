@@ -9,6 +9,15 @@ As big_vision's `gsam_gradient` (trainers/proj/gsam/gsam.py), per group:
   out    = g_p - alpha g_perp
 Descending g_p - alpha g_perp ascends along g_perp, which lowers the surrogate
 gap L(w + e) - L(w). With rho_max = rho_min and alpha = 0 it is SAM exactly.
+
+One departure, documented: lr_t is the learning rate of the step being taken
+(the schedule at the optimizer's count t). big_vision's loop counts steps from
+1 and computes rho from `sched_fn(step)` while its optax schedule counts from 0,
+so its rho_t follows the next step's learning rate, lr_{t+1}. The two differ
+by one step of the schedule: on a cosine decay to 0 over T steps, by at most
+(rho_max - rho_min) pi / (2 T): 2e-4 at T = 200 and the defaults, 5e-7 over
+200 CIFAR epochs of 391 steps. Negligible; kept, as lr_t is the rate the
+step actually uses.
 """
 
 from typing import NamedTuple

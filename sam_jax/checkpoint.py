@@ -97,6 +97,7 @@ def restore_latest(workdir: str, target) -> Optional[object]:
     one restored are moved to `checkpoints_corrupt/` (never deleted), so the
     run's next save at that step is not skipped.
     """
+    drop_closed_loop_reports()
     manager = make_manager(workdir)
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, target)
     for step in sorted(manager.all_steps(), reverse=True):
@@ -187,6 +188,34 @@ def quiet_orbax():
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
         logging.set_verbosity(verbosity)
+
+
+def _is_closed_loop_report(kind, value) -> bool:
+    return kind is RuntimeError and str(value) == "Event loop is closed"
+
+
+def drop_closed_loop_reports() -> None:
+    """When a restore fails, orbax's tensorstore reads still in flight call
+    back into the event loop it has closed; each callback's RuntimeError
+    ("Event loop is closed") is printed from a tensorstore thread (as
+    unraisable, or through sys.excepthook): hundreds of tracebacks around
+    the one-line warning. Those reports, and only those, are dropped from
+    here on (they keep coming after the restore has returned, so a scoped
+    filter would miss them)."""
+    if getattr(sys.unraisablehook, "drops_closed_loop_reports", False):
+        return
+    previous_unraisable, previous_except = sys.unraisablehook, sys.excepthook
+
+    def unraisable_hook(unraisable):
+        if not _is_closed_loop_report(unraisable.exc_type, unraisable.exc_value):
+            previous_unraisable(unraisable)
+
+    def except_hook(kind, value, traceback):
+        if not _is_closed_loop_report(kind, value):
+            previous_except(kind, value, traceback)
+
+    unraisable_hook.drops_closed_loop_reports = True
+    sys.unraisablehook, sys.excepthook = unraisable_hook, except_hook
 
 
 def _move_aside(workdir: str, step: int) -> None:
@@ -284,6 +313,7 @@ def restore_parts(workdir: str, target: dict) -> tuple[int, dict]:
     args = ocp.args.PyTreeRestore(
         target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
         partial_restore=True)
+    drop_closed_loop_reports()
     manager = read_only_manager(workdir)
     problem = "no checkpoint"
     try:

@@ -79,7 +79,15 @@ def base_config() -> ml_collections.ConfigDict:
     config.optimizer.schedule = "cosine"  # or "constant"
     config.optimizer.momentum = 0.9  # 0: plain SGD
     config.optimizer.nesterov = True  # Nesterov momentum, as the official code
-    config.optimizer.weight_decay = 5e-4  # L2 term in the loss, 0.5 * wd * |w|^2
+    config.optimizer.weight_decay = 5e-4  # wd, on every parameter
+    # Where wd acts (docs: "Weight decay per method"). "loss": an L2 term
+    # 0.5 * wd * |w|^2 of the loss (the SAM paper's official code), so it is in
+    # every gradient the method takes: the perturbation, LookSAM's stored
+    # direction, SAMPa's stored gradient. "decoupled": outside the method, as
+    # the authors of GSAM, LookSAM, ESAM, RWP and SAMPa do (torch.optim.SGD's
+    # weight_decay): the base optimizer adds wd * w to the method's (clipped)
+    # gradient before its momentum (optax.add_decayed_weights).
+    config.optimizer.weight_decay_mode = "loss"
     config.optimizer.grad_clip_norm = 5.0  # 0 disables
 
     # The gradient method (sam_jax.methods.METHODS): the first element of the

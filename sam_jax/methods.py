@@ -262,7 +262,8 @@ def radius_value(config, method: Method) -> Optional[float]:
 
 def base_optimizer(config, total_steps: int, steps_per_epoch=None
                    ) -> optax.GradientTransformation:
-    """The base optimizer the method steps with (clipping first)."""
+    """The base optimizer the method steps with (clipping first, then the
+    weight decay in "decoupled" mode)."""
     method = get(config.method)
     if method.base == "sgd":
         return optimizers.make_optimizer(config, total_steps, steps_per_epoch)
@@ -277,7 +278,7 @@ def base_optimizer(config, total_steps: int, steps_per_epoch=None
             optimizers.base_transform(config, schedule))
     else:  # "plain": no momentum (Entropy-SGD's outer step)
         inner = optax.sgd(schedule)
-    return optimizers.clipped(config, inner)
+    return optimizers.clipped(config, optimizers.decayed(config, inner))
 
 
 def make_method(config, ctx: Context) -> optax.GradientTransformationExtraArgs:

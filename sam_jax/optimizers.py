@@ -1,7 +1,15 @@
-"""The base optimizer a config asks for: learning-rate schedule, clipping, SGD.
+"""The base optimizer a config asks for: learning-rate schedule, clipping,
+weight decay (decoupled mode), SGD.
 
-Weight decay is not here: it is an L2 term of the loss (see steps.py), as in
-the official code, so it enters SAM's perturbation too.
+Weight decay has two places (config.optimizer.weight_decay_mode):
+- "loss" (the default, the SAM paper's official code): an L2 term of the loss
+  (steps.py), so it is in every gradient the method takes, the perturbation
+  included; nothing here;
+- "decoupled" (the authors of GSAM, LookSAM, ESAM, RWP and SAMPa): not in the
+  loss; the base optimizer adds wd * w to the method's clipped gradient before
+  its momentum, as torch.optim.SGD(weight_decay=wd) does in their code and
+  optax.add_decayed_weights does before optax.sgd. The method's perturbation
+  and stored vectors then see the loss's gradient alone.
 """
 
 from typing import Optional
@@ -36,6 +44,24 @@ def clipped(config, optimizer: optax.GradientTransformation
     return optax.chain(*parts, optimizer)
 
 
+def loss_weight_decay(config) -> float:
+    """The L2 coefficient of the training loss: wd in "loss" mode, else 0."""
+    if config.optimizer.weight_decay_mode == "loss":
+        return config.optimizer.weight_decay
+    return 0.0
+
+
+def decayed(config, optimizer: optax.GradientTransformation
+            ) -> optax.GradientTransformation:
+    """`optimizer` fed the gradient plus wd * w in "decoupled" mode (torch
+    SGD's weight_decay); `optimizer` itself in "loss" mode (the decay is in
+    the gradient already), so the optimizer state is as before."""
+    wd = config.optimizer.weight_decay
+    if config.optimizer.weight_decay_mode == "loss" or not wd:
+        return optimizer
+    return optax.chain(optax.add_decayed_weights(wd), optimizer)
+
+
 def base_transform(config, schedule: optax.Schedule) -> optax.GradientTransformation:
     """The base optimizer at `schedule`, unclipped: SGD with momentum, or RMSProp."""
     opt = config.optimizer
@@ -46,6 +72,7 @@ def base_transform(config, schedule: optax.Schedule) -> optax.GradientTransforma
 
 def make_optimizer(config, total_steps: int, steps_per_epoch: Optional[int] = None
                    ) -> optax.GradientTransformation:
-    """Clipping, then the base optimizer (SGD with momentum, or RMSProp)."""
+    """Clipping, weight decay (decoupled mode), then the base optimizer (SGD
+    with momentum, or RMSProp)."""
     schedule = learning_rate_schedule(config, total_steps, steps_per_epoch)
-    return clipped(config, base_transform(config, schedule))
+    return clipped(config, decayed(config, base_transform(config, schedule)))

@@ -48,6 +48,18 @@ def is_averaging_step(config, done: int, steps_per_epoch: int, num_epochs: int) 
     return epoch >= first and (epoch - first) % config.swa.cycle_epochs == 0
 
 
+def never_averages(config, total_steps: int, steps_per_epoch: int) -> Optional[str]:
+    """Why SWA, switched on, would add nothing to its average in this run (one
+    line), or None. The weights join at epoch ends (as in the authors' code),
+    so a run shorter than one epoch has none, whatever start_fraction says."""
+    if not enabled(config) or total_steps >= steps_per_epoch:
+        return None  # start_epoch <= the last epoch: at least one addition
+    return (f"swa.start_fraction={config.swa.start_fraction!r}: SWA adds the weights "
+            f"to its average at epoch ends, and this run of {total_steps} steps ends "
+            f"before its first epoch ({steps_per_epoch} steps), so it would average "
+            "nothing; train at least one epoch, or leave swa.start_fraction unset")
+
+
 def learning_rate_schedule(config, base: optax.Schedule, total_steps: int,
                            steps_per_epoch: int) -> optax.Schedule:
     """The schedule with SWA's learning rate (the base one when it is unset)."""

@@ -87,7 +87,7 @@ def train_step_from_config(config, model, chain: TrainingChain, num_devices: int
         examples_per_perturbation=examples_per_perturbation(config, per_device_batch),
         per_device_batch=per_device_batch,
         grad_accum_steps=grad_accum_steps(config, per_device_batch),
-        weight_decay=config.optimizer.weight_decay,
+        weight_decay=optimizers.loss_weight_decay(config),
         label_smoothing=config.label_smoothing,
         clean_pass_true_gradient=method.clean_pass_true_gradient,
         example_losses=method.example_losses,
@@ -256,6 +256,9 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         raise BadInputError(f"batch_size={config.batch_size}: {e}") from None
     spec = inputs.spec
     total_steps = config.num_steps or config.num_epochs * steps_per_epoch
+    problem = swa.never_averages(config, total_steps, steps_per_epoch)
+    if problem:  # said before training, not found missing from results.json
+        raise BadInputError(problem)
     sharp = config.sharpness
     for key, used in (("num_examples", sharp.every_steps or sharp.every_epochs),
                       ("rank_examples", sharp.every_steps)):
@@ -420,6 +423,8 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             max(sharp.num_examples, sharp.rank_examples))
         tracker = analysis.StabilityTracker(
             model, images[:sharp.num_examples], labels[:sharp.num_examples],
+            # The L2 term in either weight_decay_mode: decoupled, the decay
+            # still adds wd * w to every step, so wd * I to its Jacobian.
             weight_decay=config.optimizer.weight_decay,
             label_smoothing=config.label_smoothing,
             freeze_batch_norm=config.freeze_batch_norm,

@@ -13,6 +13,7 @@ RHO_SCHEDULES = ("constant", "lr")
 OPTIMIZER_SCHEDULES = ("cosine", "constant")
 OPTIMIZERS = ("sgd", "rmsprop")
 GROUP_MAPS = ("auto", "vmap", "unrolled", "sequential")  # config.sam.group_map
+WEIGHT_DECAY_MODES = ("loss", "decoupled")  # see config_schema
 PRETRAINED_FORMATS = ("msgpack", "orbax")  # see sam_jax/pretrained.py
 
 
@@ -66,6 +67,9 @@ def validate_config(config, num_devices: int) -> None:
     _check(config.pretrained.format in PRETRAINED_FORMATS,
            f"unknown pretrained.format {config.pretrained.format!r}; allowed: "
            f"{_allowed(PRETRAINED_FORMATS)}")
+    _check(config.data_dir is None or not os.path.isfile(config.data_dir),
+           f"data_dir={config.data_dir!r} is a file, not a directory (the tfds data "
+           "directory, or the one holding the data set's files)")
     # Every number, before any compute: in range and finite.
     _number(config, "seed", 0, integer=True)
     _number(config, "label_noise_seed", 0, integer=True)
@@ -81,6 +85,9 @@ def validate_config(config, num_devices: int) -> None:
     _number(config, "optimizer.learning_rate", 0, low_open=True)
     _number(config, "optimizer.momentum", 0, 1, high_open=True)
     _number(config, "optimizer.weight_decay", 0)
+    _check(config.optimizer.weight_decay_mode in WEIGHT_DECAY_MODES,
+           f"unknown optimizer.weight_decay_mode {config.optimizer.weight_decay_mode!r}; "
+           f"allowed: {', '.join(WEIGHT_DECAY_MODES)}")
     _number(config, "optimizer.grad_clip_norm", 0)
     for name in ("batch_size", "eval_batch_size"):
         _number(config, name, 1, integer=True)
@@ -216,6 +223,16 @@ def validate_method(config, per_device_batch: int) -> None:
            f"{per_device_batch}")
     microbatch = per_device_batch // accumulation
     m = config.sam.examples_per_perturbation or per_device_batch
+    # Unset, m is the per-device batch (the official code's m); it is not
+    # derived from the microbatch, as that would change which sharpness SAM
+    # minimises behind the user's back.
+    _check(config.sam.examples_per_perturbation is not None or microbatch % m == 0,
+           f"grad_accum_steps={accumulation!r} splits the per-device batch of "
+           f"{per_device_batch} into microbatches of {microbatch}, and each group of "
+           "sam.examples_per_perturbation (m) examples must fit in one; m is unset, "
+           f"so it is the per-device batch ({per_device_batch}): set it to a divisor "
+           f"of {microbatch}, e.g. --config.sam.examples_per_perturbation={microbatch} "
+           "(m sets the sharpness SAM minimises, so it is left to you)")
     _check(microbatch % m == 0,
            f"the microbatch of {microbatch} examples (per-device batch "
            f"{per_device_batch} / grad_accum_steps {accumulation}) must be a multiple "

@@ -213,20 +213,25 @@ def check_workdir(config, workdir: str, overwrite: bool, *,
       (our files only) with `overwrite`;
     - another config with nothing to resume (a run that failed before its
       first checkpoint): taken over, our files removed;
-    - a damaged config.json beside our run: replaced by this config (the
-      checkpoint's own check refuses a run of another model).
+    - config.json missing or damaged beside our run: the checkpoints' copy
+      of the config (CHECKPOINT_CONFIG_FILE) takes its place in the rules
+      above; without one, a damaged config.json is replaced by this config
+      (the checkpoint's own check refuses a run of another model).
     """
     from sam_jax.config_schema import base_config  # ml_collections: only here
 
     check_usable(workdir)
     config_path = path(workdir, CONFIG_FILE)
-    if not os.path.exists(config_path):
-        return
-    old = read_json(config_path)
-    if old is None:
-        if holds_run(workdir) and not read_only:
+    old = read_json(config_path) if os.path.exists(config_path) else None
+    if old is None and holds_run(workdir):
+        # config.json lost or damaged: the checkpoints' copy says whose run it
+        # is, so another config's run is refused now, not after the data load.
+        if checkpoints_config_differences(config, workdir):
+            old = read_json(path(workdir, CHECKPOINT_CONFIG_FILE))
+        elif os.path.exists(config_path) and not read_only:
             warn(f"{config_path} is empty or damaged; it is rewritten from this "
                  "command's config (the checkpoint is checked against it)")
+    if old is None:
         return
     diffs = _differences(old, config_as_dict(config), config_as_dict(base_config()))
     if not diffs:
@@ -288,6 +293,10 @@ def check_usable(workdir: str) -> None:
 
 def check_writable(workdir: str) -> None:
     """BadInputError unless `workdir` is (or can be made) a writable directory."""
+    if not workdir or not workdir.strip():
+        # (os.makedirs('') raises FileNotFoundError deep in the run)
+        raise BadInputError(f"workdir {workdir!r} is empty: give the directory for the "
+                            "run's checkpoints, logs and results (--workdir=DIR)")
     if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise BadInputError(f"workdir {workdir!r} is a file, not a directory")
     existing = os.path.abspath(workdir)

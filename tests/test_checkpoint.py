@@ -3,6 +3,7 @@ state: what counts as a checkpoint, mismatches in words, recovery from an
 unreadable one, and partial reads."""
 
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -161,3 +162,35 @@ def test_a_checkpoint_of_another_model_or_method_is_a_mismatch_not_damage(tmp_pa
         checkpoint.restore_latest(str(tmp_path), adam)
     assert listing(tmp_path) == before  # nothing moved aside
     assert int(checkpoint.restore_latest(str(tmp_path), small_state(0, 0.0)).step) == 10
+
+
+class _RaisesWhenCollected:
+    """Whose __del__ raises: CPython reports that through sys.unraisablehook,
+    as it reports tensorstore's callbacks into orbax's closed event loop."""
+
+    def __init__(self, message):
+        self.message = message
+
+    def __del__(self):
+        raise RuntimeError(self.message)
+
+
+def test_a_restore_drops_the_closed_event_loop_reports_and_only_those(tmp_path, capsys,
+                                                                       monkeypatch):
+    # Issue 33: a damaged checkpoint's two warnings came amid hundreds of
+    # "RuntimeError: Event loop is closed" tracebacks, some printed after the
+    # restore had returned.
+    monkeypatch.setattr("sys.unraisablehook", sys.__unraisablehook__)
+    monkeypatch.setattr("sys.excepthook", sys.__excepthook__)
+    assert checkpoint.restore_latest(str(tmp_path), small_state(0, 0.0)) is None
+    capsys.readouterr()
+    _RaisesWhenCollected("Event loop is closed")  # collected at once: reported
+    assert capsys.readouterr().err == ""
+    _RaisesWhenCollected("something else")
+    assert "RuntimeError: something else" in capsys.readouterr().err
+    sys.excepthook(RuntimeError, RuntimeError("Event loop is closed"), None)
+    assert capsys.readouterr().err == ""
+    # Installed once, however many restores.
+    hook = sys.unraisablehook
+    checkpoint.restore_latest(str(tmp_path), small_state(0, 0.0))
+    assert sys.unraisablehook is hook

@@ -480,3 +480,21 @@ def test_data_package_still_exports_its_names():
     assert data.autoaugment.cutout is data.cutout
     with pytest.raises(AttributeError, match='no attribute'):
         data.no_such_name
+
+
+@pytest.mark.parametrize('split, name', [('train', 'train-images-idx3-ubyte.gz'),
+                                         ('test', 't10k-images-idx3-ubyte')])
+def test_a_cut_short_fashion_mnist_file_is_bad_input_naming_it(
+        fashion_dir, no_default_sources, split, name):
+    # Issue 33: IdxFormatError escaped the CLI's bad-input handler (exit 1,
+    # a traceback); it is bad input now, with what to do about it.
+    from sam_jax.errors import BadInputError
+    path = os.path.join(fashion_dir, name)
+    os.truncate(path, os.path.getsize(path) // 2)
+    with pytest.raises(BadInputError) as info:
+        arrays.load_split_arrays('fashion_mnist', split,
+                                 fashion_mnist_dir=fashion_dir)
+    message = str(info.value)
+    assert message.startswith(f"dataset 'fashion_mnist': {path}: ")
+    assert 'replace it with a whole copy' in message and '\n' not in message
+    assert isinstance(info.value, ValueError)  # as before, for its old callers

@@ -15,6 +15,11 @@ messages). Run as a script, it tries them all and writes the table with the
 counts:
 
     python tests/test_faults_cli.py --out=experiments/faults_cli.md
+
+or one class of them (issue 33's, here):
+
+    python tests/test_faults_cli.py --out=experiments/faults_cli_issue33.md \
+        --only='7 issue 33'
 """
 
 import json
@@ -57,9 +62,9 @@ class Outcome(NamedTuple):
     stderr: str
 
 
-def run(argv, tmp, timeout=600) -> Outcome:
-    proc = subprocess.run(argv, cwd=REPO, env=environment(tmp), capture_output=True,
-                          text=True, timeout=timeout)
+def run(argv, tmp, timeout=600, env=None) -> Outcome:
+    proc = subprocess.run(argv, cwd=REPO, env={**environment(tmp), **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
     return Outcome(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -558,6 +563,170 @@ def _(tmp):
                  state="one warning; moved aside; resumed from step 10")
 
 
+# 7. issue 33: the last tracebacks
+
+def _damage_array_files(workdir) -> None:
+    """Every array data file (orbax's OCDBT `d/` files) of every checkpoint
+    cut in half: the metadata reads, the arrays do not."""
+    for root, _, files in os.walk(os.path.join(workdir, "checkpoints")):
+        if os.path.basename(root) == "d":
+            for name in files:
+                os.truncate(os.path.join(root, name),
+                            os.path.getsize(os.path.join(root, name)) // 2)
+
+
+@case("7 issue 33", "every checkpoint's arrays cut in half, then the same command",
+      in_suite=False)
+def _(tmp):
+    workdir = finished_run(tmp)
+    with open(os.path.join(workdir, "results.json")) as f:
+        before = json.load(f)
+    _damage_array_files(workdir)
+    out = run(main_argv(workdir), tmp)
+    moved = sorted(os.listdir(os.path.join(workdir, "checkpoints_corrupt")))
+    with open(os.path.join(workdir, "results.json")) as f:
+        after = json.load(f)
+    same = all(after[k] == before[k] for k in ("test_error", "test_loss", "steps"))
+    warnings = [l for l in out.stderr.splitlines() if l.startswith("warning: ")]
+    verdict, what = judge(out, EXIT_OK, state_ok=moved == ["10", "20"] and same,
+                          state="both moved aside, retrained, the same results")
+    if verdict == "good" and len(warnings) != 2:
+        verdict, what = "noisy", what + f" ({len(warnings)} warnings)"
+    return verdict, what
+
+
+@case("7 issue 33", "analysis on a run whose checkpoints' arrays are cut in half")
+def _(tmp):
+    workdir = finished_run(tmp)
+    _damage_array_files(workdir)
+    out = run(module("sam_jax.analysis", f"--workdir={workdir}", "--what=msharpness",
+                     "--num_examples=32", "--batch_size=32", "--m=8"), tmp)
+    return judge(out, EXIT_BAD_INPUT, message="cannot be read",
+                 state_ok=not os.path.exists(os.path.join(workdir, "analysis.json")),
+                 state="no analysis.json")
+
+
+@case("7 issue 33", "an empty --workdir=")
+def _(tmp):
+    return _cli_error(tmp, main_argv(""), "workdir '' is empty")
+
+
+def _sweep_file(tmp, body):
+    path = os.path.join(tmp, "sweep.py")
+    with open(path, "w") as f:
+        f.write(f"CONFIG = 'configs/quickstart.py'\n\n\ndef get_sweep():\n    {body}\n")
+    return path
+
+
+@case("7 issue 33", "a sweep file whose get_sweep() raises")
+def _(tmp):
+    sweep = _sweep_file(tmp, "return [{'sam.rho': r} for r in RHOS]")
+    return _cli_error(tmp, module("sam_jax.reproduce", "sweep", f"--sweep={sweep}",
+                                  f"--root={tmp}/runs", "--launcher=local"),
+                      "get_sweep() raised NameError", f"{tmp}/runs")
+
+
+@case("7 issue 33", "a sweep whose second point has sam.rho=-1 (local launcher)")
+def _(tmp):
+    # Tiny points: without the check, the first one trains (as it did).
+    tiny = "'num_steps': 2, 'model.name': 'wrn10_1', 'batch_size': 32"
+    sweep = _sweep_file(tmp, f"return [{{'sam.rho': 0.05, {tiny}}}, "
+                        f"{{'sam.rho': -1.0, {tiny}}}]")
+    return _cli_error(tmp, module("sam_jax.reproduce", "sweep", f"--sweep={sweep}",
+                                  f"--root={tmp}/runs", "--launcher=local"),
+                      "sam.rho=-1.0 must be a finite number >= 0; nothing launched",
+                      f"{tmp}/runs")
+
+
+@case("7 issue 33", "--launcher=slurm on a machine without sbatch")
+def _(tmp):
+    sweep = _sweep_file(tmp, "return [{'sam.rho': 0.05}]")
+    out = run(module("sam_jax.reproduce", "sweep", f"--sweep={sweep}",
+                     f"--root={tmp}/runs", "--launcher=slurm"), tmp,
+              env={"PATH": os.path.dirname(sys.executable)})
+    written = all(os.path.getsize(os.path.join(tmp, "runs", "slurm", name)) > 0
+                  for name in ("sweep.sbatch", "sweep.commands.tsv"))
+    return judge(out, 1, message="are written and complete", state_ok=written,
+                 state="the .sbatch and .commands.tsv written")
+
+
+def _fashion_mnist_dir(tmp, raw: bool) -> str:
+    """Fashion-MNIST-shaped IDX files (64 train, 32 test examples); the train
+    images cut short: a gzip cut in half, or (raw) an un-gzipped file."""
+    import gzip
+    import struct
+    import numpy as np
+    directory = os.path.join(tmp, "fmnist")
+    os.makedirs(directory)
+    rng = np.random.default_rng(0)
+    for prefix, count in (("train", 64), ("t10k", 32)):
+        for kind, shape in (("images-idx3-ubyte", (count, 28, 28)),
+                            ("labels-idx1-ubyte", (count,))):
+            array = rng.integers(0, 10 if len(shape) == 1 else 256, shape, np.uint8)
+            data = (bytes([0, 0, 8, len(shape)]) + struct.pack(f">{len(shape)}i", *shape)
+                    + array.tobytes())
+            name = f"{prefix}-{kind}"
+            if raw and name == "train-images-idx3-ubyte":
+                path = os.path.join(directory, name)
+            else:
+                path, data = os.path.join(directory, name + ".gz"), gzip.compress(data)
+            with open(path, "wb") as f:
+                f.write(data[:len(data) // 2] if name == "train-images-idx3-ubyte"
+                        else data)
+    return directory
+
+
+for _raw, _what in ((False, "a train-images .gz cut in half"),
+                    (True, "an un-gzipped train-images file cut short")):
+    case("7 issue 33", f"Fashion-MNIST with {_what}")(
+        lambda tmp, raw=_raw: _judge_workdir_untouched(tmp, run(
+            main_argv(os.path.join(tmp, "run"), "--config.dataset=fashion_mnist"), tmp,
+            env={"SAM_JAX_FASHION_MNIST_DIR": _fashion_mnist_dir(tmp, raw)}),
+            "replace it with a whole copy"))
+
+
+def _judge_workdir_untouched(tmp, out, message):
+    return judge(out, EXIT_BAD_INPUT, message=message,
+                 state_ok=not os.path.exists(os.path.join(tmp, "run")),
+                 state="workdir not created")
+
+
+@case("7 issue 33", "SWA from start_fraction=0 on a run shorter than one epoch")
+def _(tmp):
+    out = run(main_argv(os.path.join(tmp, "run"), "--config.swa.start_fraction=0"), tmp)
+    return _judge_workdir_untouched(tmp, out, "before its first epoch (40 steps)")
+
+
+@case("7 issue 33", "--config.data_dir=<a regular file> with the digits")
+def _(tmp):
+    path = os.path.join(tmp, "a_file")
+    open(path, "w").close()
+    return _judge_workdir_untouched(
+        tmp, run(main_argv(os.path.join(tmp, "run"), f"--config.data_dir={path}"), tmp),
+        "is a file, not a directory")
+
+
+@case("7 issue 33", "--config.grad_accum_steps=4 with m unset")
+def _(tmp):
+    out = run(main_argv(os.path.join(tmp, "run"), "--config.grad_accum_steps=4"), tmp)
+    return _judge_workdir_untouched(tmp, out, "m is unset")
+
+
+@case("7 issue 33", "config.json deleted, another model: refused before the data load")
+def _(tmp):
+    workdir = finished_run(tmp)
+    os.remove(os.path.join(workdir, "config.json"))
+    before = listing(workdir)
+    start = time.monotonic()
+    out = run(main_argv(workdir, "--config.model.name=wrn10_2"), tmp)
+    seconds = time.monotonic() - start
+    # (The restore refused it too, after the data load and the model's start,
+    # saying "checkpoint 20 ... does not fit this config".)
+    return judge(out, EXIT_BAD_INPUT, message="holds a run with a different config "
+                 "(model.name 'wrn10_1' -> 'wrn10_2'", state_ok=listing(workdir) == before,
+                 state=f"nothing touched; refused in {seconds:.0f} s, before the data load")
+
+
 # ------------------------------------------------------------------ running
 
 # The script-only cases are the suite's slow ones too (SAM_JAX_SLOW_TESTS=1).
@@ -577,11 +746,16 @@ def _main():
     import tempfile
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="markdown table to write")
+    parser.add_argument("--only", default="", help="run only the cases whose class "
+                        "starts with this (e.g. '7 issue 33')")
     args = parser.parse_args()
     counts = {"good": 0, "noisy": 0, "bad": 0, "skipped": 0}
     rows = []
+    cases = [c for c in CASES if c.klass.startswith(args.only)]
+    command = (f"python tests/test_faults_cli.py --out={args.out}"
+               + (f" --only='{args.only}'" if args.only else ""))
     with tempfile.TemporaryDirectory() as root:
-        for number, fault in enumerate(CASES):
+        for number, fault in enumerate(cases):
             tmp = os.path.join(root, f"case{number}")
             os.makedirs(tmp)
             start = time.monotonic()
@@ -593,9 +767,9 @@ def _main():
                   flush=True)
     summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
     with open(args.out, "w") as f:
-        f.write(f"{len(CASES)} cases: {summary} (`python tests/test_faults_cli.py "
-                f"--out={args.out}`)\n\n| class | case | verdict | what happened |\n"
-                "|---|---|---|---|\n" + "\n".join(rows) + "\n")
+        f.write(f"{len(cases)} cases: {summary} (`{command}`)\n\n"
+                "| class | case | verdict | what happened |\n|---|---|---|---|\n"
+                + "\n".join(rows) + "\n")
     print(summary)
 
 

@@ -78,3 +78,61 @@ def test_bad_input_is_one_line_and_exit_code_2(capsys, argv, message):
     code, out, err = run_reproduce_cli(capsys, *argv)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and message in err
+
+
+# ------------------------------------------------------ issue 33
+
+def write_sweep(tmp_path, body, config="configs/quickstart.py"):
+    path = tmp_path / "sweep.py"
+    path.write_text(f"CONFIG = {config!r}\n\n\ndef get_sweep():\n    {body}\n")
+    return str(path)
+
+
+def test_a_sweep_file_that_raises_is_one_line_naming_it(capsys, tmp_path):
+    # Was the sweep file's traceback, exit 1.
+    sweep = write_sweep(tmp_path, "return [{'sam.rho': r} for r in RHOS]")
+    code, out, err = run_reproduce_cli(capsys, "sweep", f"--sweep={sweep}",
+                                       f"--root={tmp_path}/runs", "--launcher=local")
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        f"error: {sweep!r}: get_sweep() raised NameError: name 'RHOS' is not defined"]
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("point, message", [
+    ("{'sam.rho': -1.0}", "sam.rho=-1.0 must be a finite number >= 0"),
+    ("{'sam.rh0': 0.1}", "unknown config key sam.rh0; did you mean sam.rho?"),
+    ("{'batch_size': 'abc'}", "flag --config.batch_size=abc"),
+])
+def test_every_sweep_point_is_checked_before_the_first_launch(capsys, tmp_path, point,
+                                                              message):
+    # Was found by that point's own run, after the good points had started.
+    sweep = write_sweep(tmp_path, f"return [{{'sam.rho': 0.05}}, {point}]")
+    # --dry_run: even if the check regressed, nothing would start here.
+    for launcher in ("local", "slurm"):
+        code, out, err = run_reproduce_cli(capsys, "sweep", f"--sweep={sweep}",
+                                           f"--root={tmp_path}/runs",
+                                           f"--launcher={launcher}", "--dry_run")
+        assert code == 2 and out == ""
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], lines
+        assert lines[0].startswith("error: run quickstart_") and lines[0].endswith(
+            "; nothing launched")
+        assert not (tmp_path / "runs").exists()
+
+
+def test_slurm_without_sbatch_says_the_written_files_serve(capsys, tmp_path,
+                                                           monkeypatch):
+    # Was FileNotFoundError: 'sbatch' as a traceback.
+    monkeypatch.setenv("PATH", str(tmp_path / "empty_bin"))
+    sweep = write_sweep(tmp_path, "return [{'sam.rho': 0.05}]")
+    code, out, err = run_reproduce_cli(capsys, "sweep", f"--sweep={sweep}",
+                                       f"--root={tmp_path}/runs", "--launcher=slurm")
+    script = tmp_path / "runs" / "slurm" / "sweep.sbatch"
+    commands = tmp_path / "runs" / "slurm" / "sweep.commands.tsv"
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: sbatch is not on this machine's PATH, so nothing was submitted; "
+        f"{script} and {commands} are written and complete: run `sbatch {script}`")
+    assert script.read_text().startswith("#!") and "sam_jax.main" in commands.read_text()

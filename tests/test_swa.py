@@ -176,3 +176,25 @@ def test_trainer_averages_the_epochs_and_resumes_bitwise(tmp_path, monkeypatch):
     again = restore(str(tmp_path / "b"), config)
     for a, b in zip(jax.tree_util.tree_leaves(final.swa), jax.tree_util.tree_leaves(again.swa)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_swa_that_would_never_average_is_said_before_training():
+    # Issue 33: start_fraction=0 on a run shorter than one epoch averaged
+    # nothing (epoch ends only) and said nothing; results.json had no swa_*.
+    config = config_schema.base_config()
+    config.swa.start_fraction = 0.0
+    problem = swa.never_averages(config, total_steps=20, steps_per_epoch=40)
+    assert problem.startswith("swa.start_fraction=0.0: SWA adds the weights to its "
+                              "average at epoch ends, and this run of 20 steps ends "
+                              "before its first epoch (40 steps)")
+    # The first epoch end that adds, from the rule in swa.is_averaging_step
+    # checked step by step: one exists exactly when the run is an epoch long.
+    for fraction in (0.0, 0.5, 0.99):
+        config.swa.start_fraction = fraction
+        for total_steps in (39, 40, 41, 79, 80, 200):
+            num_epochs = total_steps // 40
+            adds = any(swa.is_averaging_step(config, done, 40, num_epochs)
+                       for done in range(1, total_steps + 1))
+            assert (swa.never_averages(config, total_steps, 40) is None) == adds
+    config.swa.start_fraction = None
+    assert swa.never_averages(config, total_steps=20, steps_per_epoch=40) is None

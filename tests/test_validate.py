@@ -140,3 +140,33 @@ def test_batch_norm_over_the_device_needs_the_groups_in_one_pass():
         assert str(error.value) == (
             "sam.batch_norm='device' needs sam.group_map 'vmap' or 'auto' "
             f"(got {group_map!r}): BatchNorm pools over the groups of one pass")
+
+
+def test_a_data_dir_that_is_a_file_is_refused(tmp_path):
+    # Issue 33: digits ignored it; every data set now refuses a regular file.
+    path = tmp_path / "a_file"
+    path.write_text("x")
+    config = load_config("configs/quickstart.py")
+    config.data_dir = str(path)
+    with pytest.raises(validate.ConfigError,
+                       match=f"data_dir='{path}' is a file, not a directory"):
+        validate.validate_config(config, 1)
+    config.data_dir = str(tmp_path)  # a directory, or one still to be made: fine
+    validate.validate_config(config, 1)
+    config.data_dir = str(tmp_path / "not_yet")
+    validate.validate_config(config, 1)
+
+
+def test_grad_accum_with_m_unset_says_m_must_be_set_and_to_what():
+    # Issue 33: the message named sam.examples_per_perturbation=32, a value
+    # the user never set.
+    config = load_config("configs/quickstart.py")
+    config.batch_size, config.grad_accum_steps = 64, 4
+    assert config.sam.examples_per_perturbation is None
+    with pytest.raises(validate.ConfigError) as info:
+        validate.validate_config(config, 2)  # per-device 32, microbatches of 8
+    message = str(info.value)
+    assert "microbatches of 8" in message and "m is unset" in message
+    assert "--config.sam.examples_per_perturbation=8" in message
+    config.sam.examples_per_perturbation = 8
+    validate.validate_config(config, 2)

@@ -155,3 +155,35 @@ def test_a_workdir_that_cannot_be_used(tmp_path):
         workdir.check_writable(str(tmp_path / "file" / "run"))
     workdir.check_writable(str(tmp_path / "a" / "b"))  # made when the run starts
     assert not (tmp_path / "a").exists()
+
+
+# ------------------------------------------------------ issue 33
+
+def test_an_empty_workdir_is_one_line_naming_it(tmp_path):
+    # Was FileNotFoundError: '' from os.makedirs, after JAX had started.
+    for empty in ("", "  "):
+        with pytest.raises(BadInputError, match="is empty: give the directory"):
+            workdir.check_usable(empty)
+
+
+def test_config_json_lost_the_checkpoints_copy_refuses_another_model_first(tmp_path):
+    # Was refused by the restore, after the data load and the model's start.
+    sam_jax_run(tmp_path)
+    other = base_config()
+    other.model.name = "wrn16_8"
+    for damage in ("deleted", "empty"):
+        if damage == "deleted":
+            os.remove(tmp_path / "config.json")
+        else:
+            write(tmp_path / "config.json", "")
+        before = sorted(os.listdir(tmp_path))
+        for read_only in (True, False):
+            with pytest.raises(BadInputError,
+                               match="model.name 'wrn28_10' -> 'wrn16_8'"):
+                workdir.check_workdir(other, str(tmp_path), overwrite=False,
+                                      read_only=read_only)
+        assert sorted(os.listdir(tmp_path)) == before
+    # Its own config still resumes; --overwrite still removes our files only.
+    workdir.check_workdir(base_config(), str(tmp_path), overwrite=False)
+    workdir.check_workdir(other, str(tmp_path), overwrite=True)
+    assert sorted(os.listdir(tmp_path)) == ["my_plots", "notes.txt"]

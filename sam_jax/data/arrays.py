@@ -148,8 +148,13 @@ def _check_fashion_mnist(images, labels, directory, split):
 
 def _read_fashion_mnist_idx(directory: str, split: str):
     images_name, labels_name = FASHION_MNIST_FILES[split]
-    images, labels = idx_lib.read_idx_images_and_labels(
-        _idx_file(directory, images_name), _idx_file(directory, labels_name))
+    try:
+        images, labels = idx_lib.read_idx_images_and_labels(
+            _idx_file(directory, images_name), _idx_file(directory, labels_name))
+    except idx_lib.IdxFormatError as error:  # a damaged or cut-short copy
+        raise idx_lib.IdxFormatError(
+            f"dataset 'fashion_mnist': {error}; replace it with a whole copy: "
+            f"{_INSTALL_HINT}") from None
     _check_fashion_mnist(images, labels, directory, split)
     return images, labels
 

@@ -15,6 +15,8 @@ import zlib
 
 import numpy as np
 
+from sam_jax.errors import BadInputError
+
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
 
@@ -30,8 +32,9 @@ _DTYPES = {
 }
 
 
-class IdxFormatError(ValueError):
-    """A file is not a well-formed IDX file of the expected kind."""
+class IdxFormatError(BadInputError):
+    """A file is not a well-formed IDX file of the expected kind (bad input: a
+    damaged or truncated download; a ValueError too, as BadInputError is)."""
 
 
 def _read_bytes(path: str) -> bytes:

@@ -49,7 +49,25 @@ def _load_file(path: str):
         spec.loader.exec_module(module)
     except SyntaxError as e:
         raise BadInputError(f"{path!r} is not valid Python: {e.msg} (line {e.lineno})") from e
+    except Exception as e:  # the file's own error, in one line
+        raise BadInputError(f"{path!r} raised {_one_line(e)} when loaded") from None
     return module
+
+
+def _one_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {' '.join(str(error).split())}".rstrip(": ")
+
+
+def _call(path: str, function, *args, **kwargs):
+    """function(*args, **kwargs) of a table or sweep file; its exception as
+    one BadInputError naming the file (a traceback is no message for a user)."""
+    try:
+        return function(*args, **kwargs)
+    except BadInputError:
+        raise
+    except Exception as e:
+        raise BadInputError(f"{path!r}: {function.__name__}() raised "
+                            f"{_one_line(e)}") from None
 
 
 def load_table(name: str, seeds=None):
@@ -63,7 +81,7 @@ def load_table(name: str, seeds=None):
         raise BadInputError(f"unknown table {name!r}; tables: {', '.join(TABLES)}")
     if not hasattr(module, "get_table"):
         raise BadInputError(f"{name!r} defines no get_table()")
-    return module.get_table(seeds=seeds)
+    return _call(name, module.get_table, seeds=seeds)
 
 
 def load_sweep(path: str, seeds=None, base_config=None):
@@ -74,5 +92,5 @@ def load_sweep(path: str, seeds=None, base_config=None):
         raise BadInputError(f"sweep {path!r} needs CONFIG and get_sweep()")
     name = os.path.basename(path).removesuffix(".py")
     return registry.sweep_table(
-        name, base_config or module.CONFIG, module.get_sweep(),
+        name, base_config or module.CONFIG, _call(path, module.get_sweep),
         seeds or getattr(module, "SEEDS", 1), getattr(module, "METRIC", "error"))

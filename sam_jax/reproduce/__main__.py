@@ -25,6 +25,7 @@ from sam_jax.errors import BadInputError as BadInput
 from sam_jax.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_SOME_RUNS_NOT_DONE
 from sam_jax.reproduce import collect
 from sam_jax.reproduce import launchers
+from sam_jax.reproduce import preflight
 from sam_jax.reproduce import registry
 
 
@@ -202,6 +203,8 @@ def launch(table, root, args) -> int:
     if args.launcher not in ("local", "slurm", "tpu"):
         raise BadInput(f"unknown launcher {args.launcher!r}; allowed: local, slurm, tpu")
     runs = table.runs()
+    if args.sweep:  # every point checked before the first starts
+        preflight.check_runs(runs, root)
     index, count = _shard(args.shard)
     if (index, count) != (0, 1):
         if args.launcher != "local":
@@ -260,7 +263,13 @@ def launch_slurm(table, root, runs, args) -> int:
     with open(script_path, "w") as f:
         f.write(script)
     print(f"{shlex.join(submit)}  # {len(pending)} of {len(runs)} runs", flush=True)
-    return subprocess.run(submit).returncode
+    try:
+        return subprocess.run(submit).returncode
+    except FileNotFoundError:  # not a SLURM machine: what was written still serves
+        print(f"error: sbatch is not on this machine's PATH, so nothing was submitted; "
+              f"{script_path} and {commands_path} are written and complete: run "
+              f"`{shlex.join(submit)}` on a SLURM login node", file=sys.stderr, flush=True)
+        return EXIT_SOME_RUNS_NOT_DONE
 
 
 def launch_tpu(root, runs, args) -> int:
