@@ -63,12 +63,21 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval_batch_size = 1024
     config.label_smoothing = 0.0
     config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "sgd"  # or "rmsprop" (the official code's other choice)
+    # "sgd", "rmsprop" (the official code's other choice), "adam" or "adamw"
+    # (sam_jax/optimizers.py).
+    config.optimizer.name = "sgd"
     config.optimizer.learning_rate = 0.1
-    config.optimizer.schedule = "cosine"  # or "constant"
-    config.optimizer.momentum = 0.9
-    config.optimizer.nesterov = True
-    config.optimizer.weight_decay = 5e-4  # L2 term in the loss, 0.5 * wd * |w|^2
+    config.optimizer.schedule = "cosine"  # or "linear" (to 0), "constant"
+    # A linear warm-up from 0 over this many steps, then the schedule over the rest.
+    config.optimizer.warmup_steps = 0
+    config.optimizer.momentum = 0.9  # sgd, rmsprop
+    config.optimizer.nesterov = True  # sgd
+    config.optimizer.b1 = 0.9  # adam, adamw
+    config.optimizer.b2 = 0.999  # adam, adamw
+    config.optimizer.eps = 1e-8  # adam, adamw
+    # L2 term in the loss, 0.5 * wd * |w|^2; for adamw, decoupled instead:
+    # w -= lr_t * wd * w in the update, no L2 term in the loss.
+    config.optimizer.weight_decay = 5e-4
     config.optimizer.grad_clip_norm = 5.0  # 0 disables
 
     # The gradient method (sam_jax.methods.METHODS): the first element of the

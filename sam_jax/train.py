@@ -87,7 +87,7 @@ def train_step_from_config(config, model, chain: TrainingChain, num_devices: int
         examples_per_perturbation=examples_per_perturbation(config, per_device_batch),
         per_device_batch=per_device_batch,
         grad_accum_steps=grad_accum_steps(config, per_device_batch),
-        weight_decay=config.optimizer.weight_decay,
+        weight_decay=optimizers.loss_weight_decay(config),
         label_smoothing=config.label_smoothing,
         clean_pass_true_gradient=method.clean_pass_true_gradient,
         example_losses=method.example_losses,
@@ -408,7 +408,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             max(sharp.num_examples, sharp.rank_examples))
         tracker = analysis.StabilityTracker(
             model, images[:sharp.num_examples], labels[:sharp.num_examples],
-            weight_decay=config.optimizer.weight_decay,
+            weight_decay=optimizers.loss_weight_decay(config),
             label_smoothing=config.label_smoothing,
             freeze_batch_norm=config.freeze_batch_norm,
             num_iterations=sharp.lambda_max_iterations, trace_probes=sharp.trace_probes,

@@ -7,11 +7,11 @@ from sam_jax import _sam
 from sam_jax import data
 from sam_jax.errors import BadInputError
 from sam_jax.models import COMPUTE_DTYPES, MODELS
+from sam_jax.optimizers import OPTIMIZERS
+from sam_jax.optimizers import SCHEDULES as OPTIMIZER_SCHEDULES
 
 BATCH_NORM_MODES = ("group", "device")
 RHO_SCHEDULES = ("constant", "lr")
-OPTIMIZER_SCHEDULES = ("cosine", "constant")
-OPTIMIZERS = ("sgd", "rmsprop")
 PRETRAINED_FORMATS = ("msgpack", "orbax")  # see sam_jax/pretrained.py
 
 
@@ -72,6 +72,10 @@ def validate_config(config, num_devices: int) -> None:
     _number(config, "optimizer.learning_rate", 0, low_open=True)
     _number(config, "optimizer.momentum", 0, 1, high_open=True)
     _number(config, "optimizer.weight_decay", 0)
+    _number(config, "optimizer.warmup_steps", 0, integer=True)
+    _number(config, "optimizer.b1", 0, 1, high_open=True)
+    _number(config, "optimizer.b2", 0, 1, high_open=True)
+    _number(config, "optimizer.eps", 0)
     _number(config, "optimizer.grad_clip_norm", 0)
     for name in ("batch_size", "eval_batch_size"):
         _number(config, name, 1, integer=True)
