@@ -33,6 +33,10 @@ def base_config() -> ml_collections.ConfigDict:
     # Model.
     config.model = ml_collections.ConfigDict()
     config.model.name = "wrn28_10"  # see sam_jax.models.MODELS
+    # Dropout and stochastic-depth rates of the ViTs (models.REGULARISED_MODELS);
+    # None: the model's own (0). Other models have theirs built in.
+    config.model.dropout_rate = ml_collections.config_dict.placeholder(float)
+    config.model.stochastic_depth_rate = ml_collections.config_dict.placeholder(float)
     # Compute dtype of the model: "float32" or "bfloat16" (convolutions, dense
     # layers and activations in bf16, about half the activation memory and
     # faster on accelerators). Parameters, gradients, optimizer state,

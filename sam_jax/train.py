@@ -31,6 +31,7 @@ from sam_jax import swa
 from sam_jax import validate
 from sam_jax import workdir as workdir_lib
 from sam_jax.errors import BadInputError
+from sam_jax import models
 from sam_jax.models import get_model
 
 
@@ -260,7 +261,8 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             raise BadInputError(f"sharpness.{key}={sharp[key]!r} is more than the "
                                 f"{inputs.num_train_examples} training examples")
 
-    model = get_model(config.model.name, spec.num_classes, config.dtype)
+    model = get_model(config.model.name, spec.num_classes, config.dtype,
+                      **models.options_from_config(config))
     # Late-phase SAM and LookSAM: a step with the second pass and one without,
     # picked by the step (methods.second_pass_schedule); they share the state.
     second_pass_at = methods.second_pass_schedule(config, total_steps)

@@ -6,7 +6,8 @@ import os
 from sam_jax import _sam
 from sam_jax import data
 from sam_jax.errors import BadInputError
-from sam_jax.models import COMPUTE_DTYPES, MODELS
+from sam_jax.models import COMPUTE_DTYPES, MODELS, REGULARISED_MODELS
+from sam_jax.models import options_from_config
 from sam_jax.optimizers import OPTIMIZERS
 from sam_jax.optimizers import SCHEDULES as OPTIMIZER_SCHEDULES
 
@@ -33,6 +34,13 @@ def validate_config(config, num_devices: int) -> None:
     """Raises ConfigError naming the first bad value and what is allowed."""
     _check(config.model.name in MODELS,
            f"unknown model {config.model.name!r}; allowed: {_allowed(MODELS)}")
+    _check(not options_from_config(config) or config.model.name in REGULARISED_MODELS,
+           f"model.dropout_rate / model.stochastic_depth_rate are for the ViTs "
+           f"({', '.join(REGULARISED_MODELS)}); model {config.model.name!r} has its "
+           "own: leave them None")
+    _number(config, "model.dropout_rate", 0, 1, high_open=True, optional="the model's")
+    _number(config, "model.stochastic_depth_rate", 0, 1, high_open=True,
+            optional="the model's")
     _check(config.dtype in COMPUTE_DTYPES,
            f"unknown dtype {config.dtype!r}; allowed: {', '.join(COMPUTE_DTYPES)}")
     _check(config.dataset in data.DATASETS,
