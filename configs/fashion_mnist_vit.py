@@ -17,8 +17,8 @@ peak learning rate 2e-3 after a linear warm-up over the first 10% of the
 steps, linear decay to 0, decoupled weight decay 0.05, clipping at global
 norm 1.0, batch 128, 12 epochs (468 steps), basic augmentation (random crop
 with padding 4 and flip), no dropout; SAM's rho 0.05 with m = the
-per-device batch. On one shared CPU core a SAM run takes ~5 minutes, AdamW
-alone ~3 (experiments/vit_fashion_mnist).
+per-device batch. A run takes minutes on one CPU core; the training seconds
+measured on one are in experiments/vit_fashion_mnist/table.md.
 """
 
 from sam_jax.config_schema import base_config, parse_config_arg
