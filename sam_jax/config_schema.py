@@ -44,6 +44,10 @@ def base_config() -> ml_collections.ConfigDict:
     # Model.
     config.model = ml_collections.ConfigDict()  # the network
     config.model.name = "wrn28_10"  # see sam_jax.models.MODELS
+    # Dropout and stochastic-depth rates of the ViTs (models.REGULARISED_MODELS);
+    # None: the model's own (0). Other models have theirs built in.
+    config.model.dropout_rate = ml_collections.config_dict.placeholder(float)
+    config.model.stochastic_depth_rate = ml_collections.config_dict.placeholder(float)
     # Compute dtype of the model: "float32" or "bfloat16" (convolutions, dense
     # layers and activations in bf16, about half the activation memory and
     # faster on accelerators). Parameters, gradients, optimizer state,
@@ -74,11 +78,18 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval_batch_size = 1024  # global; evaluation covers every example once
     config.label_smoothing = 0.0  # of the training loss (ImageNet: 0.1)
     config.optimizer = ml_collections.ConfigDict()  # the base optimizer
-    config.optimizer.name = "sgd"  # or "rmsprop" (the official code's other choice)
+    # "sgd", "rmsprop" (the official code's other choice), "adam" or "adamw"
+    # (sam_jax/optimizers.py).
+    config.optimizer.name = "sgd"
     config.optimizer.learning_rate = 0.1  # peak (the schedule starts there)
-    config.optimizer.schedule = "cosine"  # or "constant"
-    config.optimizer.momentum = 0.9  # 0: plain SGD
-    config.optimizer.nesterov = True  # Nesterov momentum, as the official code
+    config.optimizer.schedule = "cosine"  # or "linear" (to 0), "constant"
+    # A linear warm-up from 0 over this many steps, then the schedule over the rest.
+    config.optimizer.warmup_steps = 0
+    config.optimizer.momentum = 0.9  # sgd, rmsprop; 0: none
+    config.optimizer.nesterov = True  # sgd: Nesterov momentum, as the official code
+    config.optimizer.b1 = 0.9  # adam, adamw
+    config.optimizer.b2 = 0.999  # adam, adamw
+    config.optimizer.eps = 1e-8  # adam, adamw
     config.optimizer.weight_decay = 5e-4  # wd, on every parameter
     # Where wd acts (docs: "Weight decay per method"). "loss": an L2 term
     # 0.5 * wd * |w|^2 of the loss (the SAM paper's official code), so it is in
@@ -86,7 +97,8 @@ def base_config() -> ml_collections.ConfigDict:
     # direction, SAMPa's stored gradient. "decoupled": outside the method, as
     # the authors of GSAM, LookSAM, ESAM, RWP and SAMPa do (torch.optim.SGD's
     # weight_decay): the base optimizer adds wd * w to the method's (clipped)
-    # gradient before its momentum (optax.add_decayed_weights).
+    # gradient before its momentum (optax.add_decayed_weights). AdamW decays
+    # in its update (w -= lr_t * wd * w) in either mode, never in the loss.
     config.optimizer.weight_decay_mode = "loss"
     config.optimizer.grad_clip_norm = 5.0  # 0 disables
 

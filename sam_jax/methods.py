@@ -276,6 +276,10 @@ def base_optimizer(config, total_steps: int, steps_per_epoch=None
             optax.scale_by_optimistic_gradient(alpha=config.optimistic.alpha,
                                                beta=config.optimistic.beta),
             optimizers.base_transform(config, schedule))
+    elif config.optimizer.name in ("adam", "adamw"):
+        # Entropy-SGD's outer direction x - mu, stepped by Adam(W) instead of
+        # plain SGD: the config asked for that base optimizer.
+        inner = optimizers.base_transform(config, schedule)
     else:  # "plain": no momentum (Entropy-SGD's outer step)
         inner = optax.sgd(schedule)
     return optimizers.clipped(config, optimizers.decayed(config, inner))

@@ -31,6 +31,7 @@ from sam_jax import swa
 from sam_jax import validate
 from sam_jax import workdir as workdir_lib
 from sam_jax.errors import BadInputError
+from sam_jax import models
 from sam_jax.models import get_model
 
 
@@ -266,7 +267,8 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             raise BadInputError(f"sharpness.{key}={sharp[key]!r} is more than the "
                                 f"{inputs.num_train_examples} training examples")
 
-    model = get_model(config.model.name, spec.num_classes, config.dtype)
+    model = get_model(config.model.name, spec.num_classes, config.dtype,
+                      **models.options_from_config(config))
     # Late-phase SAM and LookSAM: a step with the second pass and one without,
     # picked by the step (methods.second_pass_schedule); they share the state.
     second_pass_at = methods.second_pass_schedule(config, total_steps)
@@ -423,9 +425,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             max(sharp.num_examples, sharp.rank_examples))
         tracker = analysis.StabilityTracker(
             model, images[:sharp.num_examples], labels[:sharp.num_examples],
-            # The L2 term in either weight_decay_mode: decoupled, the decay
-            # still adds wd * w to every step, so wd * I to its Jacobian.
-            weight_decay=config.optimizer.weight_decay,
+            weight_decay=optimizers.l2_equivalent_weight_decay(config),
             label_smoothing=config.label_smoothing,
             freeze_batch_norm=config.freeze_batch_norm,
             num_iterations=sharp.lambda_max_iterations, trace_probes=sharp.trace_probes,

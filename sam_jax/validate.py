@@ -6,12 +6,13 @@ import os
 from sam_jax import _sam
 from sam_jax import data
 from sam_jax.errors import BadInputError
-from sam_jax.models import COMPUTE_DTYPES, MODELS
+from sam_jax.models import COMPUTE_DTYPES, MODELS, REGULARISED_MODELS
+from sam_jax.models import options_from_config
+from sam_jax.optimizers import OPTIMIZERS
+from sam_jax.optimizers import SCHEDULES as OPTIMIZER_SCHEDULES
 
 BATCH_NORM_MODES = ("group", "device")
 RHO_SCHEDULES = ("constant", "lr")
-OPTIMIZER_SCHEDULES = ("cosine", "constant")
-OPTIMIZERS = ("sgd", "rmsprop")
 GROUP_MAPS = ("auto", "vmap", "unrolled", "sequential")  # config.sam.group_map
 WEIGHT_DECAY_MODES = ("loss", "decoupled")  # see config_schema
 PRETRAINED_FORMATS = ("msgpack", "orbax")  # see sam_jax/pretrained.py
@@ -35,6 +36,13 @@ def validate_config(config, num_devices: int) -> None:
     """Raises ConfigError naming the first bad value and what is allowed."""
     _check(config.model.name in MODELS,
            f"unknown model {config.model.name!r}; allowed: {_allowed(MODELS)}")
+    _check(not options_from_config(config) or config.model.name in REGULARISED_MODELS,
+           f"model.dropout_rate / model.stochastic_depth_rate are for the ViTs "
+           f"({', '.join(REGULARISED_MODELS)}); model {config.model.name!r} has its "
+           "own: leave them None")
+    _number(config, "model.dropout_rate", 0, 1, high_open=True, optional="the model's")
+    _number(config, "model.stochastic_depth_rate", 0, 1, high_open=True,
+            optional="the model's")
     _check(config.dtype in COMPUTE_DTYPES,
            f"unknown dtype {config.dtype!r}; allowed: {', '.join(COMPUTE_DTYPES)}")
     _check(config.dataset in data.DATASETS,
@@ -88,6 +96,10 @@ def validate_config(config, num_devices: int) -> None:
     _check(config.optimizer.weight_decay_mode in WEIGHT_DECAY_MODES,
            f"unknown optimizer.weight_decay_mode {config.optimizer.weight_decay_mode!r}; "
            f"allowed: {', '.join(WEIGHT_DECAY_MODES)}")
+    _number(config, "optimizer.warmup_steps", 0, integer=True)
+    _number(config, "optimizer.b1", 0, 1, high_open=True)
+    _number(config, "optimizer.b2", 0, 1, high_open=True)
+    _number(config, "optimizer.eps", 0)
     _number(config, "optimizer.grad_clip_norm", 0)
     for name in ("batch_size", "eval_batch_size"):
         _number(config, name, 1, integer=True)

@@ -52,6 +52,23 @@ def test_cifar_wrn_config_has_the_papers_hyperparameters():
         load_config("configs/cifar_wrn.py:cifar1000")
 
 
+def test_imagenet_vit_config_has_chen_et_als_hyperparameters():
+    # Typed from Chen, Hsieh & Gong (ICLR 2022) and big_vision's GSAM
+    # baseline config (batch 4096, 300 epochs, lr 3e-3, 10k warm-up steps,
+    # wd 0.3 "effective wd=0.3*lr", clipping 1.0); rho as the config's
+    # docstring says (B/16 0.2, S/16 0.1, to be checked against the paper).
+    c = load_config("configs/imagenet_vit.py:vit_b16,sam")
+    assert (c.dataset, c.image_size, c.model.name) == ("imagenet2012", 224, "vit_b16")
+    assert (c.batch_size, c.num_epochs, c.optimizer.name) == (4096, 300, "adamw")
+    assert (c.optimizer.learning_rate, c.optimizer.warmup_steps,
+            c.optimizer.weight_decay, c.optimizer.grad_clip_norm) == (3e-3, 10_000, 0.3, 1.0)
+    assert (c.optimizer.b1, c.optimizer.b2, c.sam.rho) == (0.9, 0.999, 0.2)
+    assert load_config("configs/imagenet_vit.py:vit_s16").sam.rho == 0.1
+    assert load_config("configs/imagenet_vit.py:vit_b16,adamw").sam.rho == 0.0
+    with pytest.raises(ValueError, match="unknown config arg 'vit_l16'"):
+        load_config("configs/imagenet_vit.py:vit_l16")
+
+
 # ------------------------------------------------------------ m, pinned
 
 # m = examples per perturbation = the official code's per-device batch on the
@@ -172,6 +189,7 @@ FAMILIES = {
     "resnet_imagenet": ("configs/imagenet_resnet.py:resnet50,100,sam", "resnet_tiny"),
     "efficientnet": ("configs/finetune.py:efficientnet_b7,oxford_flowers102,sam",
                      "efficientnet_tiny"),
+    "vit": ("configs/imagenet_vit.py:vit_b16,sam", "vit_micro4"),
 }
 
 
@@ -215,6 +233,7 @@ def test_one_sam_step_of_each_model_family(family):
     config.sam.examples_per_perturbation = 2  # the configs pin the paper's m
     if config.image_size:
         config.image_size = 32
+    config.optimizer.warmup_steps = 0  # a warm-up's first step has rate 0
     validate.validate_config(config, jax.device_count())
     mesh = parallel.make_mesh()
     with tfds.testing.mock_data(num_examples=16):

@@ -27,7 +27,8 @@ PUBLISHED_PARAMETERS = {
     "efficientnet_l2_475": 480e6,
 }
 IMAGENET_MODELS = {"resnet50", "resnet101", "resnet152", "resnet_tiny",
-                   *(n for n in MODELS if n.startswith("efficientnet"))}
+                   *(n for n in MODELS if n.startswith("efficientnet")),
+                   *(n for n in MODELS if n.startswith("vit_") and n != "vit_micro4")}
 # One per family; vanilla PyramidNet blocks are the ShakeDrop ones without the op.
 SMALL_MODELS = ["shake_shake_8_2x16d", "pyramidnet_11_24_shakedrop", "resnet8",
                 "resnet_tiny", "efficientnet_tiny"]

@@ -55,6 +55,7 @@ FAMILIES = {
     "resnet8": (8, 8, 3),
     "resnet_tiny": (16, 16, 3),
     "efficientnet_tiny": (16, 16, 3),
+    "vit_micro4": (8, 8, 3),
 }
 SHAKE_MODELS = ("shake_shake_8_2x16d", "pyramidnet_11_24_shakedrop")
 # The step test's families: the trainer's bf16 step is the same code for every
@@ -72,8 +73,16 @@ def problem(name, seed=0):
 
 
 def init(model, images):
+    """The model's variables; a zero-initialised head (the ViTs') is filled
+    with N(0, 0.02^2), or the logits would be 0 in any dtype."""
     key = jax.random.PRNGKey(0)
-    return model.init({"params": key, "dropout": key}, images[:1])
+    variables = model.init({"params": key, "dropout": key}, images[:1])
+    head = variables["params"]["head"]["kernel"]
+    if not np.any(head):
+        variables = jax.tree_util.tree_map(lambda x: x, variables)  # a copy
+        variables["params"]["head"]["kernel"] = 0.02 * jax.random.normal(
+            jax.random.PRNGKey(1), head.shape)
+    return variables
 
 
 def relative(a, b):

@@ -160,7 +160,9 @@ def analyze(workdir: str, *, what=WHAT, num_examples: int = 512,
                                       f"{workdir!r} has {mine!r}")
     images, labels = run_io.training_examples(run.config, run.spec, num_examples)
     batches = run_io.make_batches(images, labels, batch_size)
-    weight_decay = run.config.optimizer.weight_decay if weight_decay_in_loss else 0.0
+    from sam_jax import optimizers  # the run's L2 term (either mode; none for AdamW)
+    weight_decay = (optimizers.l2_equivalent_weight_decay(run.config)
+                    if weight_decay_in_loss else 0.0)
     loss_fn = run_io.make_loss_fn(run.model, run.batch_stats, weight_decay=weight_decay,
                                   label_smoothing=run.config.label_smoothing)
     params = run.params

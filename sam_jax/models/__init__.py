@@ -24,6 +24,7 @@ from sam_jax.models import efficientnet
 from sam_jax.models.pyramidnet import PyramidNet
 from sam_jax.models.resnet import IMAGENET_STAGE_SIZES, CifarResNet, ImageNetResNet
 from sam_jax.models.shake_shake import ShakeShakeResnet
+from sam_jax.models.vit import vit
 from sam_jax.models.wide_resnet import WideResnet
 
 CIFAR_SHAPE = (32, 32, 3)
@@ -64,7 +65,18 @@ MODELS: dict[str, Callable[[int], nn.Module]] = {
        for v in efficientnet.SCALING},
     "efficientnet_tiny": _partial(efficientnet.EfficientNet, 0.25, 1.0, 0.2,
                                   stages=efficientnet.B0_STAGES[:2]),
+    # Vision Transformers (Chen et al.'s ViT-SAM runs) and a micro one with
+    # 4 x 4 patches for 28 x 28 / 32 x 32 images (ours: width 64, depth 4).
+    "vit_ti16": _partial(vit, "Ti", 16),
+    "vit_s16": _partial(vit, "S", 16),
+    "vit_b16": _partial(vit, "B", 16),
+    "vit_b32": _partial(vit, "B", 32),
+    "vit_micro4": _partial(vit, "micro", 4),
 }
+
+# Models whose dropout and stochastic depth config.model sets (get_model's
+# options); the others have theirs built in.
+REGULARISED_MODELS = tuple(name for name in MODELS if name.startswith("vit_"))
 
 # name -> (height, width, channels) the model is meant for.
 DEFAULT_INPUT_SHAPES: dict[str, tuple] = {
@@ -77,6 +89,8 @@ DEFAULT_INPUT_SHAPES: dict[str, tuple] = {
     **{f"efficientnet_{v}": (efficientnet.default_resolution(v),) * 2 + (3,)
        for v in efficientnet.SCALING},
     "efficientnet_tiny": (64, 64, 3),
+    **{f"vit_{v}": (224, 224, 3) for v in ("ti16", "s16", "b16", "b32")},
+    "vit_micro4": CIFAR_SHAPE,
 }
 
 # Parameter counts the papers give (PAPER.md; ResNet-32: He et al. 2016, Table 6).
@@ -92,17 +106,35 @@ PUBLISHED_PARAMETERS: dict[str, float] = {
     "efficientnet_b7": 66e6,
     "efficientnet_l2": 480e6,
     "efficientnet_l2_475": 480e6,
+    # Dosovitskiy et al. 2021, Table 1 (B: 86M); Touvron et al. 2021 (DeiT),
+    # Table 1 (Ti 5.7M, S 22M); at 224 x 224, 1,000 classes, no pre-logits.
+    "vit_ti16": 5.7e6,
+    "vit_s16": 22.1e6,
+    "vit_b16": 86.6e6,
 }
 
 
-def get_model(name: str, num_classes: int, dtype="float32") -> nn.Module:
-    """The model `name` computing in `dtype` (a name in COMPUTE_DTYPES or a dtype)."""
+def get_model(name: str, num_classes: int, dtype="float32", **options) -> nn.Module:
+    """The model `name` computing in `dtype` (a name in COMPUTE_DTYPES or a
+    dtype); `options` (dropout_rate, stochastic_depth_rate) for the
+    REGULARISED_MODELS."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; allowed: {', '.join(sorted(MODELS))}")
     if jnp.dtype(dtype).name not in COMPUTE_DTYPES:
         raise ValueError(f"unknown compute dtype {jnp.dtype(dtype).name!r}; allowed: "
                          f"{', '.join(COMPUTE_DTYPES)}")
-    return MODELS[name](num_classes=num_classes, dtype=jnp.dtype(dtype))
+    if options and name not in REGULARISED_MODELS:
+        raise ValueError(f"model {name!r} takes no {', '.join(sorted(options))}; "
+                         f"models that do: {', '.join(REGULARISED_MODELS)}")
+    return MODELS[name](num_classes=num_classes, dtype=jnp.dtype(dtype), **options)
+
+
+def options_from_config(config) -> dict:
+    """config.model's dropout and stochastic-depth rates that are set (None:
+    the model's own, 0 for the ViTs), as get_model's options."""
+    rates = {"dropout_rate": config.model.dropout_rate,
+             "stochastic_depth_rate": config.model.stochastic_depth_rate}
+    return {key: value for key, value in rates.items() if value is not None}
 
 
 def count_parameters(model: nn.Module, input_shape: tuple) -> int:
