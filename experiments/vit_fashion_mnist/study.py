@@ -9,7 +9,8 @@ so a partial study is balanced), each with `python -m sam_jax.main`, which
 resumes a run from its last checkpoint in its workdir (runs/METHOD_seedS); a
 run with a results.json is done and skipped. `collect` writes results.json
 (each finished run's final numbers) and table.md from the runs' results.json
-files; it is the one command that makes the table.
+files, or, for a run with no local workdir (runs/ is not committed), from its
+entry in the committed results.json; it is the one command that makes the table.
 """
 
 import argparse
@@ -37,12 +38,22 @@ def command(method: str, seed: int) -> list[str]:
             f"--workdir={workdir(method, seed)}", f"--config.seed={seed}"]
 
 
+RECORD = os.path.join(HERE, "results.json")  # committed; runs/ is not
+
+
 def read_results(method: str, seed: int):
+    """The run's results.json in its local workdir, else its line in the
+    committed RECORD (a fresh checkout has no runs/), else None."""
     path = os.path.join(workdir(method, seed), "results.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    if os.path.exists(RECORD):
+        with open(RECORD) as f:
+            for entry in json.load(f)["runs"]:
+                if (entry["method"], entry["seed"]) == (method, seed):
+                    return entry
+    return None
 
 
 def run(seeds) -> None:
@@ -134,7 +145,7 @@ def main(argv=None) -> None:
             sys.exit(2)
         run(seeds)
     collected = collect()
-    with open(os.path.join(HERE, "results.json"), "w") as f:
+    with open(RECORD, "w") as f:
         json.dump(collected, f, indent=2)
         f.write("\n")
     text = table(collected)
