@@ -3,7 +3,8 @@
     python scripts/update_readme.py
 
 Replaces, in README.md and the READMEs of experiments/cpu_scale,
-experiments/benchmarks and experiments/sam_behaviour, the text between
+experiments/review_comparison, experiments/benchmarks, experiments/sam_behaviour
+and experiments/sam_vs_sgd, the text between
 `<!-- include: PATH -->` and `<!-- end include -->` with the current content
 of PATH (relative to the repository root).
 
@@ -29,7 +30,8 @@ def inline(text: str, root: str) -> str:
 
 READMES = ("README.md", "experiments/cpu_scale/README.md",
            "experiments/review_comparison/README.md",
-           "experiments/benchmarks/README.md", "experiments/sam_behaviour/README.md")
+           "experiments/benchmarks/README.md", "experiments/sam_behaviour/README.md",
+           "experiments/sam_vs_sgd/README.md")
 
 
 def main():

@@ -87,9 +87,14 @@ def _relative_cost(results: dict, row: str) -> str:
 
 def headline(results: dict, names: dict) -> str:
     """results: {condition: {row: {column: CellResult}}} (finished rows)."""
-    lines = [f"Fashion-MNIST, WRN-10-1 on {study.PROTOCOL_LABEL}, each method at the "
-             "hyper-parameter its grid picked on held-out data; test error % on the "
-             f"10,000 test images, mean +- std over {study.SEEDS} seeds.", ""]
+    lines = [f"Fashion-MNIST, WRN-10-1 on {study.PROTOCOL_LABEL}, m = the batch of "
+             "128, each method at the hyper-parameter its grid picked on held-out "
+             "data; test error % on the 10,000 test images, mean +- std over "
+             f"{study.SEEDS} seeds. **The regime:** small data, where SGD neither "
+             "interpolates the clean labels nor memorises the noisy ones (its "
+             "training error stays close to its test error), so this comparison "
+             "cannot test the paper's claim about which interpolating solution SAM "
+             "finds; experiments/sam_vs_sgd is the study that can.", ""]
     for condition, label in study.CONDITIONS:
         lines.append(condition_line(label, results.get(condition, {}), names))
     lines += ["", "| method | gradient evaluations / SGD's | "
