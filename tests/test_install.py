@@ -130,8 +130,12 @@ def fresh_venv(tmp_path_factory, wheel):
     with open(os.path.join(site, "dependencies_of_the_test_env.pth"), "w") as f:
         f.write("".join(path + "\n" for path in sorted(ours)))
     install = subprocess.run(
+        # --ignore-installed: the editable sam_jax of this environment is on
+        # the new one's path too, and pip would take it for installed (it
+        # uninstalls nothing: the wheel goes into the new environment).
         [sys.executable, "-m", "pip", "--python", python, "install", "--no-index",
-         "--no-deps", "-q", wheel], capture_output=True, text=True, timeout=300)
+         "--no-deps", "--ignore-installed", "-q", wheel],
+        capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr[-3000:]
     elsewhere = tmp / "elsewhere"
     elsewhere.mkdir()

@@ -347,7 +347,7 @@ def one_step(model, variables, images, labels, rho=0.1, base=None, weight_decay=
                 jax.random.PRNGKey(0))
 
 
-@pytest.mark.parametrize("group_loop", steps.GROUP_LOOPS)
+@pytest.mark.parametrize("group_loop", slow_except(steps.GROUP_LOOPS, ("unrolled",)))
 def test_each_group_perturbs_alone_whichever_the_group_loop(group_loop):
     """4 groups of 4 on each of the 8 devices against a loop over the 32
     groups, each its own perturbation and BatchNorm statistics."""

@@ -15,6 +15,7 @@ from experiments.vit_fashion_mnist import study
 @pytest.fixture
 def fake_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(study, "RUNS", str(tmp_path / "runs"))
+    monkeypatch.setattr(study, "RECORD", str(tmp_path / "results.json"))  # none yet
 
     def write(method, seed, error, seconds=10.0):
         path = tmp_path / "runs" / f"{method}_seed{seed}"
@@ -61,3 +62,14 @@ def test_an_unknown_seed_exits_2_with_one_line():
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "error: --seeds: 7 is not one of the study's seeds 0, 1, 2"]
+
+
+def test_runs_without_a_workdir_come_from_the_committed_record(fake_runs, tmp_path):
+    fake_runs("adamw", 0, 0.25)
+    fake_runs("sam", 0, 0.24)
+    (tmp_path / "results.json").write_text(json.dumps(study.collect()))
+    for path in (tmp_path / "runs").glob("*/results.json"):
+        path.unlink()  # a fresh checkout: no run directories
+    collected = study.collect()
+    assert [(r["method"], r["seed"], r["test_error"]) for r in collected["runs"]] == [
+        ("adamw", 0, 0.25), ("sam", 0, 0.24)]

@@ -36,7 +36,9 @@ TRANSFORMS = {
 
 
 def loss_fn(params, batch):
-    logits = jnp.tanh(batch["x"] @ params["w1"]) @ params["w2"]
+    # flax's names ("kernel"): ASAM scales the leaves a model names as weights.
+    hidden = jnp.tanh(batch["x"] @ params["hidden"]["kernel"])
+    logits = hidden @ params["out"]["kernel"]
     return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
 
 
@@ -60,8 +62,8 @@ def main(steps: int = 100, names=tuple(TRANSFORMS)):
     kx, kw, k1, k2 = jax.random.split(jax.random.PRNGKey(0), 4)
     x = jax.random.normal(kx, (256, 16))
     batch = {"x": x, "y": jnp.argmax(x @ jax.random.normal(kw, (16, 4)), -1)}
-    params = {"w1": jax.random.normal(k1, (16, 32)) / 4.0,
-              "w2": jax.random.normal(k2, (32, 4)) / 32 ** 0.5}
+    params = {"hidden": {"kernel": jax.random.normal(k1, (16, 32)) / 4.0},
+              "out": {"kernel": jax.random.normal(k2, (32, 4)) / 32 ** 0.5}}
     config = config_schema.base_config()
     print(f"initial loss {float(loss_fn(params, batch)):.3f}")
     final = {}
