@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import sam_vs_sgd as study
-from experiments.sam_vs_sgd import analysis, budget, gates, grid, main, pick, power
+from experiments.sam_vs_sgd import analysis, budget, gates, grid, main, pick, power, stats
 
 # Student's t quantiles from printed tables (5 degrees of freedom).
 T_975_5, T_95_5 = 2.570582, 2.015048
@@ -23,18 +23,18 @@ def test_paired_interval_and_p_value_against_tabulated_quantiles():
     shift = T_975_5 * 0.3 / math.sqrt(6)  # t statistic exactly at the 5% edge
     sgd = {seed: 16.0 + seed for seed in range(1, 7)}
     sam = {seed: sgd[seed] + shift + noise[seed - 1] for seed in range(1, 7)}
-    result = analysis.paired(sam, sgd)
+    result = stats.paired(sam, sgd)
     assert result.n == 6 and result.mean == pytest.approx(shift)
     assert result.sd == pytest.approx(0.3)
     assert result.low == pytest.approx(0.0, abs=1e-6)  # 6-digit table
     assert result.high == pytest.approx(2 * shift)
     assert result.p == pytest.approx(0.05, rel=1e-4)
-    upper, ok = analysis.non_inferior(sam, sgd, margin=0.25)
+    upper, ok = stats.non_inferior(sam, sgd, margin=0.25)
     assert upper == pytest.approx(shift + T_95_5 * 0.3 / math.sqrt(6))
     assert ok == (upper < 0.25)
     # Only seeds both have pair; fewer than two: nothing.
-    assert analysis.paired({1: 1.0, 2: 2.0, 3: 0.0}, {2: 1.0, 3: 1.0}).n == 2
-    assert analysis.paired({1: 1.0}, {1: 2.0}) is None
+    assert stats.paired({1: 1.0, 2: 2.0, 3: 0.0}, {2: 1.0, 3: 1.0}).n == 2
+    assert stats.paired({1: 1.0}, {1: 2.0}) is None
 
 
 def test_power_against_a_simulated_paired_t_test():
@@ -43,10 +43,10 @@ def test_power_against_a_simulated_paired_t_test():
     d = rng.normal(effect, sd, size=(40000, n))
     t = d.mean(1) / (d.std(1, ddof=1) / math.sqrt(n))
     simulated = np.mean(np.abs(t) > T_975_5)
-    assert power.power(n, effect, sd) == pytest.approx(simulated, abs=0.01)
-    n_needed = power.seeds_needed(effect, sd)
-    assert power.power(n_needed, effect, sd) >= 0.8 > power.power(n_needed - 1, effect, sd)
-    assert power.power(6, analysis.detectable(sd, 6), sd) == pytest.approx(0.8, abs=1e-6)
+    assert stats.power(n, effect, sd) == pytest.approx(simulated, abs=0.01)
+    n_needed = stats.seeds_needed(effect, sd)
+    assert stats.power(n_needed, effect, sd) >= 0.8 > stats.power(n_needed - 1, effect, sd)
+    assert stats.power(6, stats.detectable(sd, 6), sd) == pytest.approx(0.8, abs=1e-6)
 
 
 def test_pick_ties_within_a_tenth_of_a_point_go_to_the_lowest_loss():

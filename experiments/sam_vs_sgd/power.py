@@ -13,16 +13,13 @@ distribution, scipy).
 """
 
 import argparse
-import math
 import sys
 
-from scipy import stats
-
+from .stats import ALPHA, POWER, paired, power, seeds_needed
 from sam_jax import reproduce
 from sam_jax.errors import BadInputError
 from sam_jax.reproduce import collect
 
-ALPHA, POWER = 0.05, 0.80
 # condition -> (effect to detect in points, [(table, row) whose SAM and SGD
 # seeds give a paired standard deviation])
 SOURCES = {
@@ -31,21 +28,6 @@ SOURCES = {
     "noise80": (2.0, [("review_comparison.noise80", "sgd", "sam"),
                       ("review_comparison.pilot", "b_noise80", "b_noise80")]),
 }
-
-
-def power(n: int, effect: float, sd: float, alpha: float = ALPHA) -> float:
-    """Power of the two-sided paired t-test with n pairs."""
-    df = n - 1
-    critical = stats.t.ppf(1 - alpha / 2, df)
-    shift = effect * math.sqrt(n) / sd
-    return float(stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift))
-
-
-def seeds_needed(effect: float, sd: float, target: float = POWER) -> int:
-    n = 2
-    while power(n, effect, sd) < target:
-        n += 1
-    return n
 
 
 def _values(root: str, table_name: str) -> dict:
@@ -61,10 +43,8 @@ def paired_sd(root: str, table_name: str, sgd_key: str, sam_key: str):
         sgd, sam = values.get((sgd_key, "error")), values.get((sam_key, "error"))
     if not sgd or not sam or len(sgd) != len(sam) or len(sgd) < 2:
         raise BadInputError(f"{table_name}: no paired SGD and SAM seeds under {root!r}")
-    differences = [a - b for a, b in zip(sam, sgd)]
-    mean = sum(differences) / len(differences)
-    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (len(differences) - 1))
-    return sd, len(differences)
+    result = paired(dict(enumerate(sam)), dict(enumerate(sgd)))
+    return result.sd, result.n
 
 
 def report(root: str) -> str:
