@@ -164,9 +164,9 @@ def aux_example() -> dict:
 
 
 GROUP_LOOPS = ("vmap", "unrolled")
-# "auto" unrolls up to this many groups per microbatch: the program grows with
-# each group (compilation time), and past a few groups the convolutions are
-# small enough that batching them (vmap) no longer loses.
+# "auto" unrolls up to this many groups per microbatch: the program, and so its
+# compilation time, grows with each group. Only 2 to 4 groups were timed
+# (experiments/benchmarks/cpu_step.md); above the cap vmap is kept unmeasured.
 MAX_UNROLLED_GROUPS = 8
 
 
