@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sam_jax import family
+from sam_jax.ranges import check_number
 from sam_jax._step_info import StepInfo, check_update_args, empty_info, groups_info
 from sam_jax.collectives import AxisName, per_device
 from sam_jax.groups import broadcast_groups, num_groups_of, plain_form, pool, split_aux
@@ -65,18 +67,14 @@ def entropy_sgd(*, inner_steps: int = 5, gamma: float = 0.03, scoping: float = 1
       axis_name, grouped, aux_init: as in `sam_jax.sam`.
       seed: the noise draws, folded with the step and the inner step.
     """
-    if not isinstance(inner_steps, int) or inner_steps < 1:
-        raise ValueError(f"entropy_sgd: inner_steps={inner_steps!r} must be an "
-                         "integer >= 1")
-    for name, value in (("gamma", gamma), ("scoping", scoping), ("inner_lr", inner_lr),
-                        ("noise", noise), ("lr_scale", lr_scale)):
-        if not (value >= 0 and value < float("inf")):
-            raise ValueError(f"entropy_sgd: {name} must be a finite number >= 0, "
-                             f"got {name}={value!r}")
-    if not 0 <= mean_decay < 1 or not 0 <= inner_momentum < 1:
-        raise ValueError("entropy_sgd: mean_decay and inner_momentum must be in [0, 1)")
-    if not lr_scale > 0:
-        raise ValueError(f"entropy_sgd: lr_scale must be > 0, got {lr_scale!r}")
+    check_number("entropy_sgd.inner_steps", inner_steps, 1, integer=True)
+    inner_steps = int(inner_steps)
+    for name, value in (("gamma", gamma), ("scoping", scoping), ("noise", noise)):
+        check_number(f"entropy_sgd.{name}", value, 0)
+    for name, value in (("inner_lr", inner_lr), ("lr_scale", lr_scale)):
+        check_number(f"entropy_sgd.{name}", value, 0, low_open=True)
+    for name, value in (("mean_decay", mean_decay), ("inner_momentum", inner_momentum)):
+        check_number(f"entropy_sgd.{name}", value, 0, 1, high_open=True)
     has_aux = aux_init is not None
 
     def init_fn(params):
@@ -133,3 +131,33 @@ def entropy_sgd(*, inner_steps: int = 5, gamma: float = 0.03, scoping: float = 1
         return out, EntropySGDState(count=optax.safe_increment(state.count), info=info)
 
     return optax.GradientTransformationExtraArgs(init_fn, plain_form(update_fn, grouped))
+
+
+def _build(config, ctx):
+    c = config.entropy_sgd
+    return entropy_sgd(
+        inner_steps=c.inner_steps, gamma=c.gamma, scoping=c.scoping,
+        inner_lr=c.inner_lr, noise=c.noise, mean_decay=c.mean_decay,
+        lr_scale=config.optimizer.learning_rate, seed=ctx.seed, **family.common(ctx))
+
+
+def _outer_step(config, schedule):
+    """The outer step x - mu: plain SGD (no momentum), or the Adam(W) the
+    config asks for."""
+    from sam_jax import optimizers
+    if config.optimizer.name in ("adam", "adamw"):
+        return optimizers.base_transform(config, schedule)
+    return optax.sgd(schedule)
+
+
+METHOD = family.Method(
+    "entropy_sgd", "L Langevin steps on the coupled loss; outer step x - mu",
+    "Chaudhari et al., ICLR 2017", "sam_jax.entropy_sgd", {
+        "inner_steps": family.Setting(5, "L (the paper's CIFAR runs: 20)"),
+        "gamma": family.Setting(0.03, 'the coupling ("scope")'),
+        "scoping": family.Setting(1e-3, "gamma_t = gamma (1 + scoping)^t"),
+        "inner_lr": family.Setting(0.1, "eta'"),
+        "noise": family.Setting(1e-4, "epsilon"),
+        "mean_decay": family.Setting(0.75, "the running mean mu's decay"),
+    }, _build, lambda c: (str(c.entropy_sgd.inner_steps), str(c.entropy_sgd.inner_steps)),
+    accumulates=False, base=_outer_step)

@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sam_jax import family
+from sam_jax.ranges import check_number
 from sam_jax import _sam
 from sam_jax._radius import check_rho
 from sam_jax._step_info import StepInfo, check_update_args, empty_info, groups_info
@@ -69,10 +71,8 @@ def esam(rho: float, *, beta: float = 0.5, gamma: float = 0.5, eps: float = 1e-1
       seed: the tensor masks' draws, folded with the step.
     """
     check_rho("esam", rho)
-    if not 0 < beta <= 1:
-        raise ValueError(f"esam: beta must be in (0, 1], got beta={beta!r}")
-    if not 0 < gamma <= 1:
-        raise ValueError(f"esam: gamma must be in (0, 1], got gamma={gamma!r}")
+    check_number("esam.beta", beta, 0, 1, low_open=True)
+    check_number("esam.gamma", gamma, 0, 1, low_open=True)
     has_aux = aux_init is not None
 
     def init_fn(params):
@@ -112,3 +112,18 @@ def esam(rho: float, *, beta: float = 0.5, gamma: float = 0.5, eps: float = 1e-1
             count=optax.safe_increment(state.count), info=info)
 
     return optax.GradientTransformationExtraArgs(init_fn, plain_form(update_fn, grouped))
+
+
+def _build(config, ctx):
+    c = config.esam
+    return esam(c.rho, beta=c.beta, gamma=c.gamma, seed=ctx.seed, **family.common(ctx))
+
+
+METHOD = family.Method(
+    "esam", "perturb a random subset of tensors; second pass on the sharpest gamma "
+    "of the examples", "Du et al., ICLR 2022", "sam_jax.esam", {
+        "rho": family.Setting(0.05, "the radius"),
+        "beta": family.Setting(0.5, "the probability of perturbing a tensor"),
+        "gamma": family.Setting(0.5, "the fraction of examples in the second pass"),
+    }, _build, lambda c: (f"1 + {c.esam.gamma:g} (+1 forward)", "3"),
+    radius="esam.rho", clean_pass_true_gradient=True, example_losses=True)

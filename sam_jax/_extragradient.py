@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sam_jax import family
+from sam_jax.ranges import check_number
 from sam_jax._radius import ScalarOrSchedule, check_rho
 from sam_jax._step_info import StepInfo, check_update_args, empty_info, groups_info
 from sam_jax.collectives import AxisName, pmean
@@ -57,3 +59,17 @@ def extragradient(gamma: ScalarOrSchedule, *, axis_name: AxisName = None,
             count=optax.safe_increment(state.count), info=info)
 
     return optax.GradientTransformationExtraArgs(init_fn, plain_form(update_fn, grouped))
+
+
+def _build(config, ctx):
+    scale = config.extragradient.gamma_scale
+    check_number("extragradient.gamma_scale", scale, 0)
+    return extragradient(lambda count: scale * ctx.learning_rate(count),
+                         **family.common(ctx))
+
+
+METHOD = family.Method(
+    "extragradient", "gradient at w - gamma g (a descent extrapolation)",
+    "Korpelevich 1976", "sam_jax.extragradient", {
+        "gamma_scale": family.Setting(1.0, "gamma_t = gamma_scale * lr_t"),
+    }, _build, family.fixed_cost("2", "2"), clean_pass_true_gradient=True)

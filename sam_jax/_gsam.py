@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sam_jax import family
+from sam_jax.ranges import check_number
 from sam_jax import _sam
 from sam_jax._radius import ScalarOrSchedule, check_rho
 from sam_jax._step_info import StepInfo, check_update_args, empty_info, groups_info
@@ -70,8 +72,7 @@ def gsam(rho_max: float, *, rho_min=None, alpha: float = 0.0,
     rho_min = rho_max if rho_min is None else rho_min
     check_rho("gsam", rho_max, "rho_max")
     check_rho("gsam", rho_min, "rho_min")
-    if not alpha >= 0:
-        raise ValueError(f"gsam: alpha must be >= 0, got alpha={alpha!r}")
+    check_number("gsam.alpha", alpha, 0)
     if lr_max is None:
         lr_max = float(learning_rate(0)) if callable(learning_rate) else learning_rate
     if lr_min is None:
@@ -107,3 +108,20 @@ def gsam(rho_max: float, *, rho_min=None, alpha: float = 0.0,
             count=optax.safe_increment(state.count), info=info)
 
     return optax.GradientTransformationExtraArgs(init_fn, plain_form(update_fn, grouped))
+
+
+def _build(config, ctx):
+    c = config.gsam
+    return gsam(c.rho_max, rho_min=c.rho_min, alpha=c.alpha,
+                learning_rate=ctx.learning_rate, rho_factor=ctx.rho_factor,
+                **family.common(ctx))
+
+
+METHOD = family.Method(
+    "gsam", "rho follows the lr; minus alpha times g's part orthogonal to the SAM "
+    "gradient", "Zhuang et al., ICLR 2022", "sam_jax.gsam", {
+        "rho_max": family.Setting(0.05, "the radius at the peak learning rate"),
+        "rho_min": family.Setting(0.025, "... and at the last one (the paper's ratio)"),
+        "alpha": family.Setting(0.01, "the paper's value for SGD-trained ResNets"),
+    }, _build, family.fixed_cost("2", "2"), radius="gsam.rho_max",
+    clean_pass_true_gradient=True)

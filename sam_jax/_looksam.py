@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sam_jax import family
+from sam_jax.ranges import check_number
 from sam_jax import _sam
 from sam_jax._radius import check_rho
 from sam_jax._step_info import StepInfo, check_update_args, empty_info, groups_info
@@ -47,10 +49,9 @@ def looksam(rho: float, *, k: int = 5, alpha: float = 0.7, eps: float = 1e-12,
         times slower).
     """
     check_rho("looksam", rho)
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"looksam: k={k!r} must be an integer >= 1")
-    if not alpha >= 0:
-        raise ValueError(f"looksam: alpha must be >= 0, got alpha={alpha!r}")
+    check_number("looksam.k", k, 1, integer=True)
+    k = int(k)
+    check_number("looksam.alpha", alpha, 0)
     has_aux = aux_init is not None
 
     def init_fn(params):
@@ -108,3 +109,25 @@ def looksam(rho: float, *, k: int = 5, alpha: float = 0.7, eps: float = 1e-12,
 
 def g_leading(stacked) -> int:
     return jax.tree_util.tree_leaves(stacked)[0].shape[0]
+
+
+def _build(config, ctx):
+    c = config.looksam
+    return looksam(c.rho, k=c.k, alpha=c.alpha, **family.common(ctx),
+                   **family.second_pass(ctx, "full_step"))
+
+
+def _every_kth_step(config, total_steps):
+    """A full step every k-th step from step 0 (the optimizer's count is the step)."""
+    k = config.looksam.k
+    return lambda step: step % k == 0
+
+
+METHOD = family.Method(
+    "looksam", "SAM every k steps; between them g + alpha ||g|| v, v the stored "
+    "orthogonal direction", "Liu et al., CVPR 2022", "sam_jax.looksam", {
+        "rho": family.Setting(0.05, "the radius of its full SAM steps"),
+        "k": family.Setting(5, "a full SAM step every k steps"),
+        "alpha": family.Setting(0.7, "weight of the stored direction between them"),
+    }, _build, lambda c: (f"1 + 1/{c.looksam.k}", f"1 + 1/{c.looksam.k}"),
+    accumulates=False, second_pass_schedule=_every_kth_step)

@@ -6,6 +6,8 @@ from typing import Callable, Union
 
 import jax
 
+from sam_jax.ranges import check_number
+
 
 ScalarOrSchedule = Union[float, Callable]
 
@@ -13,10 +15,8 @@ ScalarOrSchedule = Union[float, Callable]
 def check_rho(name: str, rho, key: str = "rho"):
     # A schedule (or a traced value) can only be checked when called; a
     # constant is checked now.
-    if not callable(rho) and not isinstance(rho, jax.Array) and not (
-            rho >= 0 and rho < float("inf")):
-        raise ValueError(f"{name}: {key} must be a finite number >= 0 (or a "
-                         f"schedule), got {key}={rho!r}")
+    if not callable(rho) and not isinstance(rho, jax.Array):
+        check_number(f"{name}.{key}", rho, 0, alternative="or a schedule")
 
 
 def rho_at(rho: ScalarOrSchedule, count):

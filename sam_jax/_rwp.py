@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sam_jax import family
+from sam_jax.ranges import check_number
 from sam_jax._step_info import StepInfo, check_update_args, empty_info, groups_info
 from sam_jax.collectives import AxisName, pmean
 from sam_jax.groups import (add_to_groups, broadcast_groups, evaluate, group_mean,
@@ -61,10 +63,8 @@ def rwp(sigma: float, *, mix: float = 0.5, axis_name: AxisName = None,
       seed: the noise draws, folded with the step (one draw for all groups
         and devices).
     """
-    if not (sigma >= 0 and sigma < float("inf")):
-        raise ValueError(f"rwp: sigma must be a finite number >= 0, got sigma={sigma!r}")
-    if not 0 <= mix <= 1:
-        raise ValueError(f"rwp: mix must be in [0, 1], got mix={mix!r}")
+    check_number("rwp.sigma", sigma, 0)
+    check_number("rwp.mix", mix, 0, 1)
     has_aux = aux_init is not None
 
     def init_fn(params):
@@ -87,3 +87,16 @@ def rwp(sigma: float, *, mix: float = 0.5, axis_name: AxisName = None,
             count=optax.safe_increment(state.count), info=info)
 
     return optax.GradientTransformationExtraArgs(init_fn, plain_form(update_fn, grouped))
+
+
+def _build(config, ctx):
+    c = config.rwp
+    return rwp(c.sigma, mix=c.mix, seed=ctx.seed, **family.common(ctx))
+
+
+METHOD = family.Method(
+    "rwp", "gradient at w + filter-wise Gaussian noise, mixed with g",
+    "Li et al. 2022; TMLR 2024", "sam_jax.rwp", {
+        "sigma": family.Setting(0.01, "noise std relative to each filter's norm"),
+        "mix": family.Setting(0.5, "weight of the perturbed gradient"),
+    }, _build, family.fixed_cost("2", "1"), radius="rwp.sigma")

@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sam_jax import family
 from sam_jax._radius import (ScalarOrSchedule, check_rho, may_skip, rho_at,
                              with_optional_second_pass)
 from sam_jax._step_info import StepInfo, check_update_args, empty_info, groups_info
@@ -52,6 +53,7 @@ from sam_jax._trees import leaf_name, tree_norm
 from sam_jax.collectives import AxisName, axis_names, per_device, pmean
 from sam_jax.groups import (add_to_groups, broadcast_groups, evaluate, group_mean,
                             num_groups_of, plain_form, pool)
+from sam_jax.ranges import check_choice, check_number
 
 BALLS = ("l2", "linf", "random")
 # ASAM's scaled parameters. The authors (SamsungLabs/ASAM, asam.py) scale
@@ -223,23 +225,25 @@ def sam(rho: ScalarOrSchedule, *, adaptive: bool = False, eta: float = 0.01,
       An `optax.GradientTransformationExtraArgs` whose `update` needs
       `params` and `grad_fn`.
     """
-    check_rho("sam", rho)
-    if not eta >= 0:
-        raise ValueError(f"sam: eta must be >= 0, got eta={eta!r}")
-    if not eps > 0:
-        raise ValueError(f"sam: eps must be > 0, got eps={eps!r}")
-    if ball not in BALLS:
-        raise ValueError(f"sam: ball={ball!r}; allowed: {', '.join(BALLS)}")
+    name = "sam" if normalize else "usam"
+    check_rho(name, rho)
+    check_number("sam.eta", eta, 0)
+    check_number("sam.eps", eps, 0, low_open=True)
+    check_choice("sam.ball", ball, BALLS)
     if not callable(asam_leaves) and asam_leaves not in ASAM_LEAVES:
-        raise ValueError(f"sam: asam_leaves={asam_leaves!r}; allowed: "
+        raise ValueError(f"unknown sam.asam_leaves {asam_leaves!r}; allowed: "
                          f"{', '.join(ASAM_LEAVES)} or a predicate on the key path")
-    if not isinstance(ascent_steps, int) or ascent_steps < 1:
-        raise ValueError(f"sam: ascent_steps={ascent_steps!r} must be an integer >= 1")
+    check_number("sam.ascent_steps", ascent_steps, 1, integer=True)
+    ascent_steps = int(ascent_steps)
+    if adaptive and ball != "l2":
+        raise ValueError(f"sam.adaptive=True needs sam.ball 'l2' (got {ball!r}): ASAM "
+                         "scales the L2 ball")
     if ascent_steps > 1 and (ball != "l2" or adaptive or not normalize):
-        raise ValueError("sam: ascent_steps > 1 is defined for the plain L2 ball only "
-                         f"(got ball={ball!r}, adaptive={adaptive}, normalize={normalize})")
+        raise ValueError(f"sam.ascent_steps={ascent_steps} needs sam.ball 'l2' without "
+                         f"sam.adaptive, normalised (got ball={ball!r}, adaptive="
+                         f"{adaptive}, normalize={normalize})")
     if sync_perturbation and not (axis_names(axis_name) or grouped):
-        raise ValueError("sam: sync_perturbation=True needs an axis_name or groups")
+        raise ValueError("sam.sync_perturbation=True needs an axis_name or groups")
     skip = may_skip(rho) if second_pass is None else (
         "never" if second_pass else "always")
     has_aux = aux_init is not None
@@ -318,6 +322,11 @@ def asam(rho: ScalarOrSchedule, *, eta: float = 0.01,
     Returns:
       An `optax.GradientTransformationExtraArgs`, as `sam`.
     """
+    check_rho("asam", rho)
+    check_number("asam.eta", eta, 0)
+    if not callable(leaves) and leaves not in ASAM_LEAVES:
+        raise ValueError(f"unknown asam.leaves {leaves!r}; allowed: "
+                         f"{', '.join(ASAM_LEAVES)} or a predicate on the key path")
     return sam(rho, adaptive=True, eta=eta, asam_leaves=leaves, **kwargs)
 
 
@@ -469,3 +478,75 @@ def grouped_sam_gradient(
     out, state = tx.update(g, tx.init(params), params, grad_fn=grad_fn, aux=pooled_aux)
     p_loss, p_aux = state.info.aux
     return GroupedSAMOutput(out, loss, aux, p_loss, p_aux)
+
+
+# ------------------------------------------------- the trainer's declarations
+
+def _build_sgd(config, ctx):
+    return plain_gradient(**family.common(ctx))
+
+
+def _build_sam(config, ctx):
+    c = config.sam
+    return sam(family.radius(c.rho, ctx), adaptive=c.adaptive, eta=c.eta,
+               asam_leaves=c.asam_leaves, ball=c.ball, ascent_steps=c.ascent_steps,
+               sync_perturbation=c.sync_perturbation, seed=ctx.seed,
+               **family.common(ctx), **family.second_pass(ctx))
+
+
+def _build_asam(config, ctx):
+    c = config.asam
+    return asam(family.radius(c.rho, ctx), eta=c.eta, leaves=c.leaves,
+                sync_perturbation=config.sam.sync_perturbation, **family.common(ctx),
+                **family.second_pass(ctx))
+
+
+def _build_usam(config, ctx):
+    return usam(family.radius(config.usam.rho, ctx),
+                sync_perturbation=config.sam.sync_perturbation, **family.common(ctx),
+                **family.second_pass(ctx))
+
+
+SGD = family.Method(
+    "sgd", "the base optimizer alone", "-", "sam_jax.plain_gradient", {}, _build_sgd,
+    family.fixed_cost("1", "1"))
+
+# config.sam also holds the settings every method runs under (m, the group
+# loop, BatchNorm's groups, sync_perturbation): config_schema.py adds them.
+SAM = family.Method(
+    "sam", "gradient at w + rho g/||g|| (options: ascent_steps, the linf ball, a "
+    "random direction)", "Foret et al., ICLR 2021", "sam_jax.sam", {
+        "rho": family.Setting(0.05, "the radius of the perturbation (the paper's "
+                              "CIFAR value)"),
+        "adaptive": family.Setting(False, "ASAM (the asam method has its own "
+                                   "sub-config)"),
+        "eta": family.Setting(0.01, "ASAM's offset (Kwon et al.'s value)"),
+        "asam_leaves": family.Setting("weights", "ASAM scales kernels and BN scales; "
+                                      'or "all"'),
+        "ball": family.Setting("l2", 'or "linf", "random": the paper\'s appendix '
+                               "ablations"),
+        "ascent_steps": family.Setting(1, "inner ascent steps (the paper compared 5 "
+                                       "with 1)"),
+    }, _build_sam,
+    lambda c: (str(1 + c.sam.ascent_steps), str(1 + c.sam.ascent_steps)),
+    radius="sam.rho", clean_pass_true_gradient=True, syncs=True,
+    second_pass_schedule=family.late_phase_second_pass)
+
+ASAM = family.Method(
+    "asam", "ball scaled by |w| + eta (kernels and BatchNorm scales)",
+    "Kwon et al., ICML 2021", "sam_jax.asam", {
+        "rho": family.Setting(0.5, "Kwon et al.'s CIFAR value with eta 0.01"),
+        "eta": family.Setting(0.01, "the offset of |w| + eta"),
+        "leaves": family.Setting("weights", 'the authors\' rule; "all" scales every '
+                                 "leaf"),
+    }, _build_asam, family.fixed_cost("2", "2"), radius="asam.rho",
+    clean_pass_true_gradient=True, syncs=True,
+    second_pass_schedule=family.late_phase_second_pass)
+
+USAM = family.Method(
+    "usam", "e = rho g, unnormalised", "Andriushchenko & Flammarion, ICML 2022; Dai "
+    "et al., NeurIPS 2023", "sam_jax.usam", {
+        "rho": family.Setting(0.05, "||e|| = rho ||g||"),
+    }, _build_usam, family.fixed_cost("2", "2"), radius="usam.rho",
+    clean_pass_true_gradient=True, syncs=True,
+    second_pass_schedule=family.late_phase_second_pass)

@@ -24,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sam_jax import family
+from sam_jax.ranges import check_choice, check_number
 from sam_jax._radius import ScalarOrSchedule, check_rho
 from sam_jax._step_info import StepInfo, check_update_args, empty_info, groups_info
 from sam_jax._trees import tree_norm
@@ -52,8 +54,7 @@ def sampa(rho: float, *, mix: float = 0.2, learning_rate: ScalarOrSchedule = 0.1
       eps, axis_name, grouped, aux_init: as in `sam_jax.sam`.
     """
     check_rho("sampa", rho)
-    if not 0 <= mix <= 1:
-        raise ValueError(f"sampa: mix must be in [0, 1], got mix={mix!r}")
+    check_number("sampa.mix", mix, 0, 1)
     has_aux = aux_init is not None
 
     def init_fn(params):
@@ -101,3 +102,31 @@ def sampa(rho: float, *, mix: float = 0.2, learning_rate: ScalarOrSchedule = 0.1
             count=optax.safe_increment(state.count), previous_gradient=new_h, info=info)
 
     return optax.GradientTransformationExtraArgs(init_fn, plain_form(update_fn, grouped))
+
+
+FUSED = ("auto", "yes", "no")  # config.sampa.fused
+
+
+def _build(config, ctx):
+    c = config.sampa
+    check_choice("sampa.fused", c.fused, FUSED)
+    if c.fused == "auto":
+        import jax  # the backend, only when asked
+        fused = jax.default_backend() != "cpu"
+    else:
+        fused = c.fused == "yes"
+    return sampa(c.rho, mix=c.mix, learning_rate=ctx.learning_rate, fused=fused,
+                 **family.common(ctx))
+
+
+METHOD = family.Method(
+    "sampa", "both gradients from last step's information: one fused pass",
+    "Xie et al., NeurIPS 2024", "sam_jax.sampa", {
+        "rho": family.Setting(0.1, "the radius"),
+        "mix": family.Setting(0.2, "weight of the optimistic gradient (the authors' "
+                              "lambda)"),
+        "fused": family.Setting("auto", 'the two gradients as one vmapped pass ("yes"), '
+                                'one after the other ("no"), or "auto": fused except '
+                                "on CPU, where XLA's convolutions with a batch of "
+                                "weight sets are slower than two passes"),
+    }, _build, family.fixed_cost("2", "1"), radius="sampa.rho")

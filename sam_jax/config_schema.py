@@ -103,19 +103,18 @@ def base_config() -> ml_collections.ConfigDict:
     config.optimizer.grad_clip_norm = 5.0  # 0 disables
 
     # The gradient method (sam_jax.methods.METHODS): the first element of the
-    # training chain. "sgd" is the base optimizer alone; each method's
-    # hyper-parameters are in its sub-config below.
+    # training chain. "sgd" is the base optimizer alone. Each method declares
+    # its own sub-config (config.<method>: its hyper-parameters, defaults and
+    # their sources) in its module (sam_jax/family.py); docs/config_keys.md
+    # lists them.
     config.method = "sam"
+    from sam_jax import methods  # the registry (imports JAX): only when building
+    for method in methods.REGISTRY:
+        if method.settings:
+            config[method.name] = method.sub_config()
 
-    # SAM. rho = 0 is the SGD baseline (one pass per step). The groups of m
-    # examples, sync_perturbation and group_map apply to every method.
-    config.sam = ml_collections.ConfigDict()
-    config.sam.rho = 0.05  # the radius of the perturbation
-    config.sam.adaptive = False  # ASAM (the asam method has its own sub-config)
-    config.sam.eta = 0.01  # ASAM's offset
-    config.sam.asam_leaves = "weights"  # ASAM scales kernels and BN scales; or "all"
-    config.sam.ball = "l2"  # or "linf", "random": the paper's appendix ablations
-    config.sam.ascent_steps = 1  # inner ascent steps (the paper compared 5 with 1)
+    # The settings every method runs under (in config.sam for the official
+    # code's name of m).
     config.sam.sync_perturbation = False  # True: one perturbation for the global batch
     # m: examples per perturbation; None means the per-device batch (the
     # official code's m-sharpness). Must divide the per-device batch.
@@ -134,48 +133,6 @@ def base_config() -> ml_collections.ConfigDict:
     # each group's examples through its own weights, gradients through them:
     # the m-sharpness of small m without BatchNorm over m examples).
     config.sam.batch_norm = "group"
-
-    # The other methods (docs/guides/choosing_a_variant.md lists their sources).
-    config.asam = ml_collections.ConfigDict()
-    config.asam.rho = 0.5  # Kwon et al.'s CIFAR value with eta 0.01
-    config.asam.eta = 0.01  # the offset of |w| + eta
-    config.asam.leaves = "weights"  # the authors' rule; "all" scales every leaf
-    config.usam = ml_collections.ConfigDict()  # method="usam"
-    config.usam.rho = 0.05  # ||e|| = rho ||g||
-    config.gsam = ml_collections.ConfigDict()  # method="gsam"
-    config.gsam.rho_max = 0.05  # the radius at the peak learning rate
-    config.gsam.rho_min = 0.025  # ... and at the last one (the paper's ratio)
-    config.gsam.alpha = 0.01  # the paper's value for SGD-trained ResNets
-    config.looksam = ml_collections.ConfigDict()  # method="looksam"
-    config.looksam.rho = 0.05  # the radius of its full SAM steps
-    config.looksam.k = 5  # a full SAM step every k steps
-    config.looksam.alpha = 0.7  # weight of the stored direction between them
-    config.esam = ml_collections.ConfigDict()  # method="esam"
-    config.esam.rho = 0.05  # the radius
-    config.esam.beta = 0.5  # the probability of perturbing a tensor
-    config.esam.gamma = 0.5  # the fraction of examples in the second pass
-    config.rwp = ml_collections.ConfigDict()  # method="rwp"
-    config.rwp.sigma = 0.01  # noise std relative to each filter's norm
-    config.rwp.mix = 0.5  # weight of the perturbed gradient
-    config.sampa = ml_collections.ConfigDict()  # method="sampa"
-    config.sampa.rho = 0.1  # the radius
-    config.sampa.mix = 0.2  # weight of the optimistic gradient (the authors' lambda)
-    # The two gradients as one vmapped pass ("yes"), one after the other
-    # ("no"), or "auto": fused except on CPU, where XLA's convolutions with a
-    # batch of weight sets are slower than two passes.
-    config.sampa.fused = "auto"
-    config.extragradient = ml_collections.ConfigDict()  # method="extragradient"
-    config.extragradient.gamma_scale = 1.0  # gamma_t = gamma_scale * lr_t
-    config.optimistic = ml_collections.ConfigDict()  # method="optimistic"
-    config.optimistic.alpha = 1.0  # (alpha + beta) g_t - beta g_{t-1}
-    config.optimistic.beta = 1.0  # the weight of the last gradient
-    config.entropy_sgd = ml_collections.ConfigDict()  # method="entropy_sgd"
-    config.entropy_sgd.inner_steps = 5  # L (the paper's CIFAR runs: 20)
-    config.entropy_sgd.gamma = 0.03  # the coupling ("scope")
-    config.entropy_sgd.scoping = 1e-3  # gamma_t = gamma (1 + scoping)^t
-    config.entropy_sgd.inner_lr = 0.1  # eta'
-    config.entropy_sgd.noise = 1e-4  # epsilon
-    config.entropy_sgd.mean_decay = 0.75  # the running mean mu's decay
 
     # A schedule on the method's radius (rho, or its equivalent): "constant"
     # or "lr" (proportional to the learning rate); a linear warm-up over

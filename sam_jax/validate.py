@@ -3,13 +3,13 @@
 import math
 import os
 
-from sam_jax import _sam
 from sam_jax import data
 from sam_jax.errors import BadInputError
 from sam_jax.models import COMPUTE_DTYPES, MODELS, REGULARISED_MODELS
 from sam_jax.models import options_from_config
 from sam_jax.optimizers import OPTIMIZERS
 from sam_jax.optimizers import SCHEDULES as OPTIMIZER_SCHEDULES
+from sam_jax.ranges import range_problem
 
 BATCH_NORM_MODES = ("group", "device")
 RHO_SCHEDULES = ("constant", "lr")
@@ -154,19 +154,9 @@ def _number(config, key: str, low: float, high: float = math.inf, *,
     value = config
     for part in key.split("."):
         value = value[part]
-    if optional and value is None:
-        return
-    left, right = ("(" if low_open else "["), (")" if high_open else "]")
-    allowed = f"{left}{low:g}, {high:g}{right}" if high != math.inf else (
-        f"> {low:g}" if low_open else f">= {low:g}")
-    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
-          and math.isfinite(value)
-          and (value > low if low_open else value >= low)
-          and (value < high if high_open else value <= high)
-          and (not integer or float(value).is_integer()))
-    kind = "an integer" if integer else "a finite number"
-    _check(ok, f"{key}={value!r} must be {kind} {'in ' if high != math.inf else ''}"
-           f"{allowed}{f' (or None: {optional})' if optional else ''}")
+    problem = range_problem(key, value, low, high, low_open=low_open,
+                            high_open=high_open, integer=integer, optional=optional)
+    _check(problem is None, problem or "")
 
 
 def validate_method(config, per_device_batch: int) -> None:
@@ -174,21 +164,9 @@ def validate_method(config, per_device_batch: int) -> None:
     from sam_jax import methods  # the optax transforms: only when validating
     _check(config.method in methods.METHODS,
            f"unknown method {config.method!r}; allowed: {', '.join(methods.METHODS)}")
-    _number(config, "sam.rho", 0)
-    _number(config, "sam.eta", 0)
-    _check(config.sam.ball in _sam.BALLS,
-           f"unknown sam.ball {config.sam.ball!r}; allowed: {_allowed(_sam.BALLS)}")
-    _check(config.sam.asam_leaves in _sam.ASAM_LEAVES,
-           f"unknown sam.asam_leaves {config.sam.asam_leaves!r}; allowed: "
-           f"{_allowed(_sam.ASAM_LEAVES)}")
-    _number(config, "sam.ascent_steps", 1, integer=True)
-    _check(config.sam.ascent_steps == 1 or (config.sam.ball == "l2"
-                                            and not config.sam.adaptive),
-           f"sam.ascent_steps={config.sam.ascent_steps!r} needs sam.ball 'l2' "
-           "without sam.adaptive")
-    _check(not config.sam.adaptive or config.sam.ball == "l2",
-           f"sam.adaptive=True needs sam.ball 'l2' (got {config.sam.ball!r}): ASAM "
-           "scales the L2 ball")
+    # Each method's sub-config: its constructor's checks (methods.py).
+    problem = methods.settings_problem(config)
+    _check(problem is None, problem or "")
     _check(config.sam.batch_norm in BATCH_NORM_MODES,
            f"unknown sam.batch_norm {config.sam.batch_norm!r}; allowed: "
            f"{_allowed(BATCH_NORM_MODES)}")
@@ -201,25 +179,6 @@ def validate_method(config, per_device_batch: int) -> None:
     _check(config.sam.batch_norm != "device" or config.sam.group_map in ("vmap", "auto"),
            "sam.batch_norm='device' needs sam.group_map 'vmap' or 'auto' (got "
            f"{config.sam.group_map!r}): BatchNorm pools over the groups of one pass")
-    for key in ("asam.rho", "asam.eta", "usam.rho", "gsam.rho_max", "gsam.rho_min",
-                "gsam.alpha", "looksam.rho", "looksam.alpha", "esam.rho", "rwp.sigma",
-                "sampa.rho", "extragradient.gamma_scale", "optimistic.alpha",
-                "optimistic.beta", "entropy_sgd.gamma", "entropy_sgd.scoping",
-                "entropy_sgd.noise"):
-        _number(config, key, 0)
-    _check(config.asam.leaves in _sam.ASAM_LEAVES,
-           f"unknown asam.leaves {config.asam.leaves!r}; allowed: "
-           f"{_allowed(_sam.ASAM_LEAVES)}")
-    _number(config, "looksam.k", 1, integer=True)
-    _number(config, "esam.beta", 0, 1, low_open=True)
-    _number(config, "esam.gamma", 0, 1, low_open=True)
-    _number(config, "rwp.mix", 0, 1)
-    _number(config, "sampa.mix", 0, 1)
-    _check(config.sampa.fused in ("auto", "yes", "no"),
-           f"unknown sampa.fused {config.sampa.fused!r}; allowed: auto, no, yes")
-    _number(config, "entropy_sgd.inner_steps", 1, integer=True)
-    _number(config, "entropy_sgd.inner_lr", 0, low_open=True)
-    _number(config, "entropy_sgd.mean_decay", 0, 1, high_open=True)
     _check(config.rho_schedule.kind in RHO_SCHEDULES,
            f"unknown rho_schedule.kind {config.rho_schedule.kind!r}; allowed: "
            f"{_allowed(RHO_SCHEDULES)}")

@@ -177,3 +177,29 @@ def test_settings_a_method_cannot_run_under(method, overrides, message):
         section, _, name = key.rpartition(".")
         (config[section] if section else config)[name] = value
     assert message in methods.problem(config, per_device_batch=8, microbatch=4)
+
+
+def _bad_values(default):
+    """Values no numeric setting allows: not finite, or a negative count."""
+    if isinstance(default, bool) or not isinstance(default, (int, float)):
+        return []
+    return [-1] if isinstance(default, int) else [float("nan"), float("inf")]
+
+
+@pytest.mark.parametrize("name", [m.name for m in methods.REGISTRY if m.settings])
+def test_every_declared_setting_is_in_the_schema_and_its_bad_values_are_refused(name):
+    """A method's declaration is its schema: each setting is a key of
+    base_config() with its default, and a value outside its range is refused by
+    the validation in one line naming `method.key` (its constructor's check)."""
+    from sam_jax import validate
+    method = methods.get(name)
+    for key, setting in method.settings.items():
+        assert config_schema.base_config()[name][key] == setting.default
+        assert setting.meaning.strip()
+        for value in _bad_values(setting.default):
+            config = config_schema.base_config()
+            config[name][key] = value
+            with pytest.raises(validate.ConfigError) as error:
+                validate.validate_config(config, 8)
+            message = str(error.value)
+            assert "\n" not in message and f"{name}.{key}=" in message, message

@@ -110,11 +110,11 @@ def test_random_direction_is_isotropic():
 
 
 def test_bad_ablation_settings_are_refused():
-    with pytest.raises(ValueError, match="ball='l3'"):
+    with pytest.raises(ValueError, match="sam.ball 'l3'; allowed: l2, linf, random"):
         sam_jax.sam(0.05, ball="l3")
     with pytest.raises(ValueError, match="ascent_steps=0"):
         sam_jax.sam(0.05, ascent_steps=0)
-    with pytest.raises(ValueError, match="plain L2 ball"):
+    with pytest.raises(ValueError, match="ascent_steps=2 needs sam.ball 'l2'"):
         sam_jax.sam(0.05, ascent_steps=2, ball="linf")
 
 

@@ -7,7 +7,7 @@ starts, before the sources are read) or by hand:
 
 Nothing here is typed twice: the config keys, their defaults and meanings come
 from sam_jax/config_schema.py (its values and its comments), the methods'
-costs from sam_jax/methods.py, the configs from configs/*.py (their
+settings and costs from their declarations (sam_jax/methods.py's registry), the configs from configs/*.py (their
 docstrings), the tables from sam_jax.reproduce, the exit codes from
 sam_jax/errors.py, the API pages from `sam_jax.__all__`.
 """
@@ -92,13 +92,35 @@ def _default(value) -> str:
     return repr(value)
 
 
+def _with_method_settings(meanings: dict, sections: dict) -> tuple[dict, dict]:
+    """The schema's keys with each method's sub-config (declared in its module,
+    sam_jax/family.py) right after `method`: the group, then its settings."""
+    from sam_jax import methods
+    merged, merged_sections = {}, {}
+    for key, meaning in meanings.items():
+        merged[key], merged_sections[key] = meaning, sections[key]
+        if key != "method":
+            continue
+        for method in methods.REGISTRY:
+            if not method.settings:
+                continue
+            section = "The methods' settings (each declared in its module)"
+            merged[method.name] = (f"`--config.method={method.name}`: "
+                                   f"{method.changes} ({method.paper})")
+            merged_sections[method.name] = section
+            for name, setting in method.settings.items():
+                merged[f"{method.name}.{name}"] = setting.meaning
+                merged_sections[f"{method.name}.{name}"] = section
+    return merged, merged_sections
+
+
 def config_keys_markdown() -> str:
     """Every key of base_config(), its default and its meaning, by section."""
     import ml_collections
 
     from sam_jax import config_schema
     with open(config_schema.__file__) as f:
-        meanings, sections = schema_comments(f.read())
+        meanings, sections = _with_method_settings(*schema_comments(f.read()))
     config = config_schema.base_config()
     defaults = {}
 
@@ -125,25 +147,24 @@ def config_keys_markdown() -> str:
                                      if "." in name else "")
         lines.append(f"| `{name}` | `{_cell(defaults[name])}` | {_cell(meaning)} |")
     return ("Generated from `sam_jax/config_schema.py` (`base_config()`: the "
-            f"defaults; the comments beside each key: the meaning); {len(meanings)} "
+            "defaults; the comments beside each key: the meaning) and the methods' "
+            f"declarations (their settings); {len(meanings)} "
             "keys. A config file changes some of them; `--config.KEY=VALUE` "
             "overrides any.\n" + "\n".join(lines) + "\n")
 
 
 # --- methods -----------------------------------------------------------------
 
-# The method whose transform is not `sam_jax.<method name>`.
-_TRANSFORM = {"sgd": "sam_jax.plain_gradient",
-              "optimistic": "optax.scale_by_optimistic_gradient"}
-
-
 def method_transform(name: str) -> str:
+    """The public transform of method `name`, as its declaration names it."""
     import sam_jax
-    if name in _TRANSFORM:
-        return _TRANSFORM[name]
-    if name not in sam_jax.__all__:
-        raise ValueError(f"method {name!r} has no transform in sam_jax.__all__")
-    return f"sam_jax.{name}"
+    from sam_jax import methods
+    transform = methods.get(name).transform
+    if (transform.startswith("sam_jax.")
+            and transform.removeprefix("sam_jax.") not in sam_jax.__all__):
+        raise ValueError(f"method {name!r}'s transform {transform} is not in "
+                         "sam_jax.__all__")
+    return transform
 
 
 def _source_file(qualified: str) -> str:
