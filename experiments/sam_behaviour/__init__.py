@@ -54,6 +54,20 @@ def runs(method: str, overrides: dict, seeds: int, protocol=None) -> tuple:
                                 seeds)
 
 
+def regime(sgd_test_error=None) -> str:
+    """The regime a verdict of studies 5-7 was measured in, said beside it
+    (issue 27): the protocol's training length, far from interpolation."""
+    error = (f", where SGD's test error is {sgd_test_error:.2f}%"
+             if sgd_test_error is not None else "")
+    return (f"Regime: measured in the underfitting regime, {EPOCHS} epochs of "
+            f"{SUBSET:,} training images{error}, short of fitting the training set "
+            "(its error was not recorded here; the earlier comparison, which trained "
+            "longer, still had a running training error of the order of its test "
+            "error): far from the interpolating solutions the theory describes "
+            "(Andriushchenko & Flammarion; Wen, Ma & Li). experiments/sam_vs_sgd "
+            "measures SAM where clean labels are interpolated.")
+
+
 def wall_clock(cells) -> str:
     """One line: the launcher's wall-clock seconds of the table's runs (each
     run's last launch, status.json), their sum in minutes."""

@@ -46,7 +46,9 @@ def summary(table: registry.Table, cells) -> str:
                f"(stds {small.std or 0.0:.2f} and {large.std or 0.0:.2f}); lowest mean "
                f"error at m = {best[1:]}. Smaller m is better: "
                f"{'held' if gap > noise else 'did not hold'}.")
-    return "\n\n".join(filter(None, [verdict, study.wall_clock(cells)]))
+    sgd = results.get("sgd")
+    return "\n\n".join(filter(None, [verdict, study.regime(sgd and sgd.mean),
+                                       study.wall_clock(cells)]))
 
 
 def plot(table: registry.Table, cells, path: str) -> None:

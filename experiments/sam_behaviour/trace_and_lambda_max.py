@@ -70,7 +70,7 @@ def summary(table: registry.Table, cells) -> str:
         f"{'held' if drops[smallest][1] > drops[smallest][0] else 'did not hold'}; "
         "smaller m lowers both lambda_max and the trace: "
         f"{'held' if len(ms) > 1 and lower else 'did not hold'}.")
-    return "\n\n".join(filter(None, lines + [study.wall_clock(cells)]))
+    return "\n\n".join(filter(None, lines + [study.regime(), study.wall_clock(cells)]))
 
 
 def get_table(seeds=None) -> registry.Table:
