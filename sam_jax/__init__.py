@@ -28,6 +28,8 @@ _EXPORTS = {
     "sampa": "sam_jax._sampa",
     "extragradient": "sam_jax._extragradient",
     "entropy_sgd": "sam_jax._entropy_sgd",
+    "rst": "sam_jax._rst",
+    "aesam": "sam_jax._aesam",
 }
 
 __all__ = sorted(_EXPORTS)

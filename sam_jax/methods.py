@@ -19,12 +19,14 @@ from typing import Callable, Optional
 
 import optax
 
+from sam_jax import _aesam
 from sam_jax import _entropy_sgd
 from sam_jax import _esam
 from sam_jax import _extragradient
 from sam_jax import _gsam
 from sam_jax import _looksam
 from sam_jax import _optimistic
+from sam_jax import _rst
 from sam_jax import _rwp
 from sam_jax import _sam
 from sam_jax import _sampa
@@ -38,6 +40,8 @@ REGISTRY = (
     _sam.USAM,
     _gsam.METHOD,
     _looksam.METHOD,
+    _rst.METHOD,
+    _aesam.METHOD,
     _esam.METHOD,
     _rwp.METHOD,
     _sampa.METHOD,
@@ -57,7 +61,8 @@ def get(name: str) -> Method:
 def second_pass_schedule(config, total_steps: int) -> Optional[Callable[[int], bool]]:
     """step -> whether the method makes its second pass at that step, for the
     methods where that depends on the step alone (late-phase sam / asam /
-    usam, LookSAM's every k-th step); None for the others."""
+    usam, LookSAM's every k-th step, RST's trials of the seed and the step);
+    None for the others."""
     schedule = get(config.method).second_pass_schedule
     return None if schedule is None else schedule(config, total_steps)
 

@@ -44,6 +44,13 @@ def grouped_problem(num_groups=2):
     return params, g, aux, grad_fn, extra
 
 
+def rst_trial(*, seed, step, p):
+    """RST's Bernoulli trial as its docstring states it: uniform u from
+    fold_in(fold_in(PRNGKey(seed), 0x525354), step), SAM iff u < p."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 0x525354), step)
+    return int(float(jax.random.uniform(key)) < p)
+
+
 @pytest.mark.parametrize("name", list(methods.METHODS))
 def test_every_method_builds_and_updates(name):
     config = config_schema.base_config()
@@ -54,9 +61,12 @@ def test_every_method_builds_and_updates(name):
                                                 **extra))(g, tx.init(params))
     assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree_util.tree_leaves(out))
     assert jax.tree_util.tree_structure(out) == jax.tree_util.tree_structure(params)
-    # Passes of the first step (LookSAM's first step is a full SAM step).
+    # Passes of the first step (LookSAM's first step is a full SAM step; RST's
+    # is SAM if its trial of step 0 says so; AE-SAM's first ||g||^2 is above
+    # its threshold: mu_0 + c_0 sigma_0 = (0.1 + 0.9 sqrt(0.1)) ||g||^2).
     want = {"sgd": 1, "optimistic": 1, "esam": 1 + config.esam.gamma,
-            "entropy_sgd": config.entropy_sgd.inner_steps}.get(name, 2)
+            "entropy_sgd": config.entropy_sgd.inner_steps,
+            "rst": 1 + rst_trial(seed=0, step=0, p=config.rst.p)}.get(name, 2)
     assert float(state.info.gradient_evaluations) == pytest.approx(want)
 
 
