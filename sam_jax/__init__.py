@@ -28,6 +28,8 @@ _EXPORTS = {
     "sampa": "sam_jax._sampa",
     "extragradient": "sam_jax._extragradient",
     "entropy_sgd": "sam_jax._entropy_sgd",
+    "msam": "sam_jax._msam",
+    "ksam": "sam_jax._ksam",
 }
 
 __all__ = sorted(_EXPORTS)
