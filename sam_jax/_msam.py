@@ -96,6 +96,9 @@ def _build(config, ctx):
 
 
 def _base(config, schedule):
+    problem = _refuses(config)
+    if problem:  # (validation says so first)
+        raise ValueError(problem)
     return msam(optimizers.base_transform(config, schedule), config.msam.rho)
 
 
