@@ -10,7 +10,9 @@ Per group of m examples, from the abstract's rule (no author code was found):
   out = grad of the mean loss over S at w + e.
 The clean gradient the trainer passes in is not used, so its backward pass
 is dead code that XLA removes: a step costs a full forward pass and two
-forward and backward passes on K of the m examples.
+forward and backward passes on K of the m examples (XLA's cost analysis of
+the compiled training step, wrn10_1, batch 16, one CPU device, fraction 0.5:
+1.37 times SGD's flops, SAM's 2.02).
 
 Like ESAM's selection, it needs `example_losses` (the per-example losses at w)
 and a grad_fn taking `indices=` (the examples of each group to differentiate
