@@ -381,8 +381,8 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         stopwatch.start()
         return state
 
-    evaluation_params = methods.get(config.method).evaluation_params
-    evaluation_params = evaluation_params and jax.jit(evaluation_params)
+    declared = methods.get(config.method).evaluation_params
+    evaluation_params = None if declared is None else jax.jit(declared)
 
     def evaluated_states(state, done):
         """("", the state, at the method's evaluation weights where it declares
