@@ -30,6 +30,8 @@ _EXPORTS = {
     "entropy_sgd": "sam_jax._entropy_sgd",
     "rst": "sam_jax._rst",
     "aesam": "sam_jax._aesam",
+    "msam": "sam_jax._msam",
+    "ksam": "sam_jax._ksam",
 }
 
 __all__ = sorted(_EXPORTS)

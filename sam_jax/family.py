@@ -65,6 +65,12 @@ class Method:
     # second pass) where that depends on the step alone, else None; the
     # trainer compiles a step with and one without the pass and picks by it.
     second_pass_schedule: Optional[Callable] = None
+    # config -> why the method cannot run under the config's other settings
+    # (one line), or None; checked for the selected method only.
+    refuses: Optional[Callable] = None
+    # (params, opt_state) -> the weights to evaluate, where the stored ones
+    # are not (MSAM stores perturbed weights); None: the stored ones.
+    evaluation_params: Optional[Callable] = None
 
     def sub_config(self) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(

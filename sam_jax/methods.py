@@ -24,7 +24,9 @@ from sam_jax import _entropy_sgd
 from sam_jax import _esam
 from sam_jax import _extragradient
 from sam_jax import _gsam
+from sam_jax import _ksam
 from sam_jax import _looksam
+from sam_jax import _msam
 from sam_jax import _optimistic
 from sam_jax import _rst
 from sam_jax import _rwp
@@ -48,6 +50,8 @@ REGISTRY = (
     _extragradient.METHOD,
     _optimistic.METHOD,
     _entropy_sgd.METHOD,
+    _msam.METHOD,
+    _ksam.METHOD,
 )
 METHODS: dict[str, Method] = {method.name: method for method in REGISTRY}
 
@@ -131,4 +135,4 @@ def problem(config, *, per_device_batch: int, microbatch: int) -> Optional[str]:
         return (f"rho_schedule applies to a radius; method={config.method!r} has none "
                 "(allowed: " + ", ".join(m.name for m in REGISTRY if m.radius) + ")")
     del per_device_batch, microbatch
-    return None
+    return None if method.refuses is None else method.refuses(config)

@@ -381,11 +381,16 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         stopwatch.start()
         return state
 
+    declared = methods.get(config.method).evaluation_params
+    evaluation_params = None if declared is None else jax.jit(declared)
+
     def evaluated_states(state, done):
-        """("", the state) and, with SWA, ("swa_", the average with its
-        BatchNorm statistics recomputed (swa.py) on the training batches of
+        """("", the state, at the method's evaluation weights where it declares
+        them (MSAM's un-perturbed ones)) and, with SWA, ("swa_", the average with
+        its BatchNorm statistics recomputed (swa.py) on the training batches of
         the epoch that ends at `done`)."""
-        yield "", state
+        yield "", state if evaluation_params is None else state.replace(
+            params=evaluation_params(state.params, state.opt_state))
         if state.swa is None or int(jax.device_get(state.swa["count"])) == 0:
             return
         epoch_start = max(done - steps_per_epoch, 0)

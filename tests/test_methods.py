@@ -63,8 +63,10 @@ def test_every_method_builds_and_updates(name):
     assert jax.tree_util.tree_structure(out) == jax.tree_util.tree_structure(params)
     # Passes of the first step (LookSAM's first step is a full SAM step; RST's
     # is SAM if its trial of step 0 says so; AE-SAM's first ||g||^2 is above
-    # its threshold: mu_0 + c_0 sigma_0 = (0.1 + 0.9 sqrt(0.1)) ||g||^2).
-    want = {"sgd": 1, "optimistic": 1, "esam": 1 + config.esam.gamma,
+    # its threshold: mu_0 + c_0 sigma_0 = (0.1 + 0.9 sqrt(0.1)) ||g||^2; K-SAM's
+    # two passes see its fraction of each group of 16).
+    want = {"sgd": 1, "optimistic": 1, "msam": 1, "esam": 1 + config.esam.gamma,
+            "ksam": 2 * int(config.ksam.fraction * 16) / 16,
             "entropy_sgd": config.entropy_sgd.inner_steps,
             "rst": 1 + rst_trial(seed=0, step=0, p=config.rst.p)}.get(name, 2)
     assert float(state.info.gradient_evaluations) == pytest.approx(want)

@@ -2,7 +2,8 @@
 with the cost ledger of the passes made. One method per way of using the
 step's extras: no second pass (sgd, and optimistic with its own base), SAM,
 a lax.cond (looksam), per-example losses and a subset (esam), a fused pair
-(sampa), an inner loop (entropy_sgd); test_methods.py covers every method's
+(sampa), an inner loop (entropy_sgd), its own base and evaluation weights
+(msam), two passes on a subset (ksam); test_methods.py covers every method's
 update, and the CLI runs of each are in the README."""
 
 import json
@@ -15,7 +16,8 @@ from sam_jax import methods
 from sam_jax import train
 
 
-TRAINER_CASES = ("sgd", "optimistic", "sam", "looksam", "esam", "sampa", "entropy_sgd")
+TRAINER_CASES = ("sgd", "optimistic", "sam", "looksam", "esam", "sampa", "entropy_sgd",
+                 "msam", "ksam")
 
 
 def test_the_cases_are_methods():
@@ -32,12 +34,16 @@ def test_every_method_trains_through_the_loop(name, tmp_path):
     config.update(batch_size=16, num_steps=3, log_every_steps=3, eval_batch_size=512)
     if name == "esam":
         config.sam.examples_per_perturbation = 2  # gamma's subset of a group of 2
+    if name == "msam":
+        config.optimizer.nesterov = False  # its rule is SGD's heavy-ball momentum
     results = train.train_and_evaluate(config, str(tmp_path))
     assert results["method"] == name and results["test_error"] < 1.0
     assert results["train_seconds"] > 0
     # Forward + backward passes of 3 steps (LookSAM: a full step, then two of
     # one pass; ESAM: the second pass on half of each group).
+    # K-SAM: both passes on one of each group's 2 examples.
     made = {"sgd": 3, "optimistic": 3, "looksam": 2 + 1 + 1, "esam": 3 * 1.5,
+            "msam": 3, "ksam": 3 * 2 * 1 / 2,
             "entropy_sgd": 3 * config.entropy_sgd.inner_steps}.get(name, 3 * 2)
     assert results["gradient_evaluations"] == pytest.approx(made)
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
