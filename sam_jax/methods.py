@@ -78,14 +78,17 @@ def radius_value(config, method: Method) -> Optional[float]:
     return config[section][key]
 
 
-def base_optimizer(config, total_steps: int, steps_per_epoch=None
+def base_optimizer(config, total_steps: int, steps_per_epoch=None, *,
+                   schedule: Optional[optax.Schedule] = None
                    ) -> optax.GradientTransformation:
     """The base optimizer the method steps with (clipping first, then the
-    weight decay in "decoupled" mode)."""
+    weight decay in "decoupled" mode), at `schedule`, the run's learning-rate
+    schedule (when None, optimizers.learning_rate_schedule's)."""
+    if schedule is None:
+        schedule = optimizers.learning_rate_schedule(config, total_steps, steps_per_epoch)
     method = get(config.method)
     if method.base is None:
-        return optimizers.make_optimizer(config, total_steps, steps_per_epoch)
-    schedule = optimizers.learning_rate_schedule(config, total_steps, steps_per_epoch)
+        return optimizers.make_optimizer(config, total_steps, schedule=schedule)
     return optimizers.clipped(config, optimizers.decayed(config,
                                                          method.base(config, schedule)))
 

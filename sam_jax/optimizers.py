@@ -110,9 +110,12 @@ def base_transform(config, schedule: optax.Schedule) -> optax.GradientTransforma
     return optax.sgd(schedule, momentum=opt.momentum or None, nesterov=opt.nesterov)
 
 
-def make_optimizer(config, total_steps: int, steps_per_epoch: Optional[int] = None
+def make_optimizer(config, total_steps: int, steps_per_epoch: Optional[int] = None, *,
+                   schedule: Optional[optax.Schedule] = None
                    ) -> optax.GradientTransformation:
     """Clipping, weight decay (decoupled mode), then the base optimizer (SGD
-    with momentum, RMSProp, Adam or AdamW)."""
-    schedule = learning_rate_schedule(config, total_steps, steps_per_epoch)
+    with momentum, RMSProp, Adam or AdamW) at `schedule`, the run's
+    learning-rate schedule (when None, learning_rate_schedule's)."""
+    if schedule is None:
+        schedule = learning_rate_schedule(config, total_steps, steps_per_epoch)
     return clipped(config, decayed(config, base_transform(config, schedule)))

@@ -7,9 +7,9 @@ config: data order, augmentation, label noise and random draws derive from
 where it stopped.
 """
 
+import functools
 import os
-import time
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +23,7 @@ from sam_jax import data
 from sam_jax import methods
 from sam_jax import optimizers
 from sam_jax import parallel
+from sam_jax import periodic
 from sam_jax import preemption
 from sam_jax import pretrained
 from sam_jax import reporting
@@ -68,14 +69,17 @@ class TrainingChain(NamedTuple):
 
 
 def training_chain(config, total_steps: int, steps_per_epoch: Optional[int] = None,
-                   second_pass: Optional[bool] = None) -> TrainingChain:
-    """The method (grouped form, per-device axis) and the base optimizer;
-    `second_pass` as methods.Context's."""
-    schedule = optimizers.learning_rate_schedule(config, total_steps, steps_per_epoch)
+                   second_pass: Optional[bool] = None, *,
+                   schedule: Optional[optax.Schedule] = None) -> TrainingChain:
+    """The method (grouped form, per-device axis) and the base optimizer, both
+    at `schedule`, the run's learning-rate schedule (when None,
+    optimizers.learning_rate_schedule's); `second_pass` as methods.Context's."""
+    if schedule is None:
+        schedule = optimizers.learning_rate_schedule(config, total_steps, steps_per_epoch)
     method = methods.make_method(config, methods.Context(
         axis_name=steps.AXIS, aux_init=steps.aux_example(), learning_rate=schedule,
         total_steps=total_steps, seed=config.seed, second_pass=second_pass))
-    base = methods.base_optimizer(config, total_steps, steps_per_epoch)
+    base = methods.base_optimizer(config, total_steps, schedule=schedule)
     return TrainingChain(method, base, optax.chain(method, base))
 
 
@@ -116,26 +120,6 @@ def evaluate(p_eval_step, state, mesh, batches) -> dict:
     return {name: float(value / count) for name, value in totals.items()}
 
 
-def _check_finite(state, workdir: str, manager) -> None:
-    """Raises NonFiniteError if a step since the start was not finite."""
-    first = int(jax.device_get(state.first_nonfinite_step))
-    if first >= 0:
-        # Let an asynchronous save of the last good state finish, so the
-        # checkpoint the message names exists.
-        manager.wait_until_finished()
-        last_good = manager.latest_step()
-        kept = ("no checkpoint was saved before it" if last_good is None else
-                f"the last good checkpoint, step {last_good} in {workdir}, is kept")
-        raise NonFiniteError(
-            f"non-finite loss or gradient at step {first}; {kept}; set "
-            "--config.skip_nonfinite_steps=True to skip such steps instead")
-
-
-def sharpness_epoch(epoch: int, every_epochs: int) -> bool:
-    """Whether sharpness is measured after `epoch`: the first, and every N-th."""
-    return every_epochs > 0 and (epoch == 1 or epoch % every_epochs == 0)
-
-
 def stability_radius(config, step: int, total_steps: int,
                      lr_fn) -> tuple[Optional[float], bool]:
     """(rho at `step`, unnormalised) of the methods with a closed-form edge of
@@ -152,54 +136,225 @@ def stability_radius(config, step: int, total_steps: int,
     return (rho * (1.0 if factor is None else float(factor(step)))), unnormalised
 
 
-def _report_train(state, done, lr_fn, progress, writer, is_main, total_steps,
-                  steps_per_epoch, train_seconds: float):
+class _Run(NamedTuple):
+    """What the periodic actions and the final evaluation of one run read."""
+    config: ml_collections.ConfigDict
+    workdir: str
+    model: Any
+    inputs: Any  # data.RunInputs
+    mesh: Any
+    p_eval_step: Any
+    learning_rate: optax.Schedule  # the run's schedule: the one training steps with
+    total_steps: int
+    steps_per_epoch: int
+    manager: Any  # the checkpoint manager
+    writer: reporting.MetricsWriter
+    stopwatch: periodic.Stopwatch
+    is_main: bool
+    # (params, opt_state) -> the weights evaluated, where the method declares
+    # them (MSAM's un-perturbed ones), jitted; None: the state's own.
+    evaluation_params: Optional[Callable] = None
+
+
+def _check_finite(run: _Run, state) -> None:
+    """Raises NonFiniteError if a step since the start was not finite (never
+    with skip_nonfinite_steps: the steps skipped changed nothing)."""
+    if run.config.skip_nonfinite_steps:
+        return
+    first = int(jax.device_get(state.first_nonfinite_step))
+    if first >= 0:
+        # Let an asynchronous save of the last good state finish, so the
+        # checkpoint the message names exists.
+        run.manager.wait_until_finished()
+        last_good = run.manager.latest_step()
+        kept = ("no checkpoint was saved before it" if last_good is None else
+                f"the last good checkpoint, step {last_good} in {run.workdir}, is kept")
+        raise NonFiniteError(
+            f"non-finite loss or gradient at step {first}; {kept}; set "
+            "--config.skip_nonfinite_steps=True to skip such steps instead")
+
+
+def _with_seconds(state, seconds: float):
+    """`state` holding train_seconds; with several processes, process 0's."""
+    seconds = np.float32(seconds)
+    if jax.process_count() > 1:  # one value on every process: process 0's clock
+        seconds = np.float32(multihost_utils.broadcast_one_to_all(seconds))
+    return state.replace(train_seconds=jax.device_put(seconds, state.step.sharding))
+
+
+def _save_checkpoint(run: _Run, state, done: Optional[int] = None):
+    """`state` with its train_seconds, saved (asynchronously); the clock is
+    left stopped. `done` is the periodic action's argument (the state's step)."""
+    del done
+    _check_finite(run, state)  # a non-finite state never replaces a good checkpoint
+    jax.block_until_ready(state)
+    run.stopwatch.pause()
+    state = _with_seconds(state, run.stopwatch.read())
+    checkpoint.save(run.manager, state)
+    return state
+
+
+def _report_train(run: _Run, progress: reporting.Progress, state, done: int):
     """Writes and prints the metrics summed since the last report; resets them."""
+    _check_finite(run, state)
     sums = jax.device_get(state.metrics_sum)
     num = max(float(sums.pop("steps")), 1.0)
     means = {k: float(v) / num for k, v in sums.items()}
     rate, eta_seconds = progress.update(done)
-    means.update(learning_rate=float(lr_fn(done - 1)),
+    means.update(learning_rate=float(run.learning_rate(done - 1)),
                  skipped_steps=int(jax.device_get(state.nonfinite_steps)),
                  steps_per_second=rate,
                  total_gradient_evaluations=float(
                      jax.device_get(state.gradient_evaluations)),
-                 train_seconds=train_seconds)
-    writer.write(done, "train", means)
-    if is_main:
-        print(f"step {done}/{total_steps} epoch {done / steps_per_epoch:.2f} "
+                 train_seconds=run.stopwatch.read())
+    run.writer.write(done, "train", means)
+    if run.is_main:
+        print(f"step {done}/{run.total_steps} epoch {done / run.steps_per_epoch:.2f} "
               f"loss {means['loss']:.4f} error {means['error']:.4f} "
               f"rho {means['rho']:g} lr {means['learning_rate']:.4g} "
               f"{rate:.2f} steps/s ETA {reporting.format_duration(eta_seconds)}",
               flush=True)
-    # From host values, as in starting_state (train_and_evaluate).
+    # From host values, as in _starting_state.
     zeros = jax.device_put(jax.device_get(steps.zero_metrics_sum(
         name for name in state.metrics_sum if name != "steps")), state.step.sharding)
     return state.replace(metrics_sum=zeros)
 
 
-class Stopwatch:
-    """Training wall-clock seconds: compilation, evaluation, sharpness and
-    checkpoints are left out (paused around them)."""
+def _evaluated_states(run: _Run, state, done: int):
+    """("", the state, at the method's evaluation weights where it declares
+    them) and, with SWA, ("swa_", the average with its BatchNorm statistics
+    recomputed (swa.py) on the training batches of the epoch that ends at
+    `done`)."""
+    yield "", state if run.evaluation_params is None else state.replace(
+        params=run.evaluation_params(state.params, state.opt_state))
+    if state.swa is None or int(jax.device_get(state.swa["count"])) == 0:
+        return
+    epoch_start = max(done - run.steps_per_epoch, 0)
+    batch_stats = swa.batch_norm_statistics(
+        run.model, state.swa["params"], state.batch_stats,
+        run.inputs.train_batches(epoch_start, epoch_start + run.steps_per_epoch),
+        seed=run.config.seed)
+    yield "swa_", state.replace(params=state.swa["params"], batch_stats=batch_stats)
 
-    def __init__(self, seconds: float = 0.0):
-        self.seconds = seconds
-        self._since = None
 
-    def start(self):
-        self._since = time.perf_counter()
+def _evaluations(run: _Run, state, done: int, final: bool = False):
+    """(split, metrics): "eval" of the weights and "swa_eval" of the SWA
+    average on the evaluation split; at the end (`final`) also each of
+    inputs.final_eval_sets under its name (with "swa_" for the average)."""
+    for prefix, evaluated in _evaluated_states(run, state, done):
+        yield f"{prefix}eval", evaluate(run.p_eval_step, evaluated, run.mesh,
+                                        run.inputs.eval_batches)
+        for name, batches in (run.inputs.final_eval_sets.items() if final else ()):
+            yield f"{prefix}{name}", evaluate(run.p_eval_step, evaluated, run.mesh, batches)
 
-    def pause(self):
-        if self._since is not None:
-            self.seconds += time.perf_counter() - self._since
-            self._since = None
 
-    def read(self) -> float:
-        if self._since is not None:
-            now = time.perf_counter()
-            self.seconds += now - self._since
-            self._since = now
-        return self.seconds
+def _report_evaluations(run: _Run, state, done: int):
+    """Writes and prints the evaluations during training (not the final one)."""
+    for split, eval_metrics in _evaluations(run, state, done):
+        run.writer.write(done, split, eval_metrics)
+        if run.is_main:
+            print(f"{split} step {done} epoch {done // run.steps_per_epoch}: " +
+                  " ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()), flush=True)
+    return state
+
+
+def _measure_sharpness(run: _Run, state, done: int):
+    from sam_jax import analysis  # imported on use: most runs never need it
+    sharp = run.config.sharpness
+    images, labels = run.inputs.training_examples(sharp.num_examples)
+    metrics = analysis.sharpness_metrics(
+        run.model, state, images, labels, num_examples=sharp.num_examples,
+        top_k=sharp.top_k, m=sharp.m, rho=sharp.rho, seed=run.config.seed,
+        num_iterations=sharp.num_iterations)
+    # The epoch is in the record so a table can read it before the run ends.
+    epoch = done // run.steps_per_epoch
+    run.writer.write(done, "sharpness", {**metrics, "epoch": epoch})
+    if run.is_main:
+        print(f"sharpness step {done} epoch {epoch}: " +
+              " ".join(f"{k} {v:.4g}" for k, v in metrics.items()), flush=True)
+    return state
+
+
+def _stability_tracker(config, model, inputs):
+    """analysis.StabilityTracker on the config's fixed examples, or None when
+    sharpness.every_steps is 0."""
+    sharp = config.sharpness
+    if not sharp.every_steps:
+        return None
+    from sam_jax import analysis  # imported on use: most runs never need it
+    images, labels = inputs.training_examples(max(sharp.num_examples, sharp.rank_examples))
+    return analysis.StabilityTracker(
+        model, images[:sharp.num_examples], labels[:sharp.num_examples],
+        weight_decay=optimizers.l2_equivalent_weight_decay(config),
+        label_smoothing=config.label_smoothing,
+        freeze_batch_norm=config.freeze_batch_norm,
+        num_iterations=sharp.lambda_max_iterations, trace_probes=sharp.trace_probes,
+        rank_images=images[:sharp.rank_examples] if sharp.rank_examples else None,
+        seed=config.seed)
+
+
+def _measure_stability(run: _Run, tracker, state, done: int):
+    # The learning rate and rho of the step just taken (of the first, at 0).
+    last = max(done - 1, 0)
+    rho, unnormalised = stability_radius(run.config, last, run.total_steps,
+                                         run.learning_rate)
+    record = tracker(state, float(run.learning_rate(last)), rho=rho,
+                     unnormalised=unnormalised)
+    run.writer.write(done, "stability", {**record, "epoch": done / run.steps_per_epoch})
+    if run.is_main:
+        print(f"stability step {done}: " +
+              " ".join(f"{k} {v:.4g}" for k, v in record.items()), flush=True)
+    return state
+
+
+def _periodic_actions(run: _Run, progress: reporting.Progress,
+                      tracker) -> list[periodic.Action]:
+    """What runs between steps, in this order: the progress report (and at
+    the end), the evaluation (not at the end: the final one is apart),
+    sharpness (after the first epoch too), the edge of stability (before the
+    first step too) and the checkpoint."""
+    config, total, per_epoch = run.config, run.total_steps, run.steps_per_epoch
+    sharp = config.sharpness
+    actions = [
+        periodic.Action("report", periodic.every_steps(config.log_every_steps, at_end=total),
+                        functools.partial(_report_train, run, progress)),
+        periodic.Action("evaluate", periodic.every_epochs(
+            config.eval_every_epochs, per_epoch, except_at=total),
+            functools.partial(_report_evaluations, run)),
+        periodic.Action("sharpness", periodic.every_epochs(
+            sharp.every_epochs, per_epoch, first=True),
+            functools.partial(_measure_sharpness, run))]
+    if tracker is not None:
+        actions.append(periodic.Action(
+            "stability", periodic.every_steps(sharp.every_steps, at_start=True),
+            functools.partial(_measure_stability, run, tracker)))
+    actions.append(periodic.Action(
+        "checkpoint", periodic.every_steps(config.checkpoint_every_steps),
+        functools.partial(_save_checkpoint, run)))
+    return actions
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _with_weights_averaged(state):
+    """`state` whose weights joined the SWA average."""
+    return state.replace(swa=swa.add(state.swa, state.params))
+
+
+def _starting_state(config, model, tx, inputs, mesh, finetune: bool):
+    """The step-0 state, replicated, and a note on where finetuning starts."""
+    state = steps.initial_state(config.seed, model, tx, inputs.image_shape,
+                                with_swa=swa.enabled(config))
+    note = None
+    if finetune:
+        state, head_kept = from_pretrained(config, state, tx)
+        note = (f"from pretrained {config.pretrained.path} (" +
+                ("its head kept)" if head_kept else
+                 f"a new {inputs.spec.num_classes}-class head)"))
+    # From host values: with one device per process, device_put of a
+    # jax.Array onto the global mesh gives an array whose shards cannot be
+    # read (JAX 0.10.2), and orbax's first save failed.
+    return jax.device_put(jax.device_get(state), parallel.replicated(mesh)), note
+
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -272,34 +427,25 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     # Late-phase SAM and LookSAM: a step with the second pass and one without,
     # picked by the step (methods.second_pass_schedule); they share the state.
     second_pass_at = methods.second_pass_schedule(config, total_steps)
+    # The one learning-rate schedule of the run: the method's, the base
+    # optimizer's, and what the reports and measurements say.
+    learning_rate = optimizers.learning_rate_schedule(config, total_steps, steps_per_epoch)
     chain = training_chain(config, total_steps, steps_per_epoch,
-                           second_pass=None if second_pass_at is None else True)
+                           second_pass=None if second_pass_at is None else True,
+                           schedule=learning_rate)
     tx = chain.tx
     num_epochs = total_steps // steps_per_epoch
     p_train_step = parallel.shard_train_step(
         train_step_from_config(config, model, chain, num_devices), mesh)
     p_one_pass_step = None if second_pass_at is None else parallel.shard_train_step(
         train_step_from_config(config, model, training_chain(
-            config, total_steps, steps_per_epoch, second_pass=False), num_devices), mesh)
+            config, total_steps, steps_per_epoch, second_pass=False,
+            schedule=learning_rate), num_devices), mesh)
     p_eval_step = parallel.jit_eval_step(steps.make_eval_step(model), mesh)
 
-    def starting_state(finetune: bool):
-        """The step-0 state, replicated, and a note on where finetuning starts."""
-        state = steps.initial_state(config.seed, model, tx, inputs.image_shape,
-                                    with_swa=swa.enabled(config))
-        note = None
-        if finetune:
-            state, head_kept = from_pretrained(config, state, tx)
-            note = (f"from pretrained {config.pretrained.path} (" +
-                    ("its head kept)" if head_kept else
-                     f"a new {spec.num_classes}-class head)"))
-        # From host values: with one device per process, device_put of a
-        # jax.Array onto the global mesh gives an array whose shards cannot be
-        # read (JAX 0.10.2), and orbax's first save failed.
-        return jax.device_put(jax.device_get(state), parallel.replicated(mesh)), note
-
     # A finetuning run's checkpoint is read and checked here, before writing.
-    state, finetune_note = starting_state(bool(config.pretrained.path) and not resuming)
+    state, finetune_note = _starting_state(config, model, tx, inputs, mesh,
+                                           bool(config.pretrained.path) and not resuming)
     os.makedirs(workdir, exist_ok=True)
     try:
         restored = checkpoint.restore_latest(workdir, state)
@@ -313,7 +459,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         state = restored
     elif config.pretrained.path and resuming:  # its checkpoints were all unreadable
         validate.validate_pretrained(config)
-        state, finetune_note = starting_state(True)
+        state, finetune_note = _starting_state(config, model, tx, inputs, mesh, True)
     manager = checkpoint.make_manager(workdir)
     start_step = int(jax.device_get(state.step))
     results_path = workdir_lib.path(workdir, workdir_lib.RESULTS_FILE)
@@ -347,8 +493,6 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
     writer = reporting.MetricsWriter(workdir, enabled=is_main)
     progress = reporting.Progress(start_step, total_steps)
-    lr_fn = optimizers.learning_rate_schedule(config, total_steps, steps_per_epoch)
-    swa_add = jax.jit(lambda s: s.replace(swa=swa.add(s.swa, s.params)), donate_argnums=0)
     base_key = jax.random.PRNGKey(config.seed)
     train_batches = inputs.train_batches(start_step, total_steps)
     # Compiled before the clock starts: train_seconds leave compilation out.
@@ -360,97 +504,16 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         p_one_pass_step.lower(state, batch_shapes, base_key).compile()
         if p_one_pass_step is not None and not all(
             second_pass_at(step) for step in range(start_step, total_steps)) else None)
-    stopwatch = Stopwatch(float(jax.device_get(state.train_seconds)))
-
-    def with_seconds(state):
-        seconds = np.float32(stopwatch.read())
-        if jax.process_count() > 1:  # one value on every process: process 0's clock
-            seconds = np.float32(multihost_utils.broadcast_one_to_all(seconds))
-        return state.replace(train_seconds=jax.device_put(seconds, state.step.sharding))
-
-    def check_finite(state):
-        if not config.skip_nonfinite_steps:  # skipped steps changed nothing
-            _check_finite(state, workdir, manager)
-
-    def save_checkpoint(state):
-        check_finite(state)  # a non-finite state never replaces a good checkpoint
-        jax.block_until_ready(state)
-        state = with_seconds(state)
-        stopwatch.pause()
-        checkpoint.save(manager, state)
-        stopwatch.start()
-        return state
-
+    stopwatch = periodic.Stopwatch(float(jax.device_get(state.train_seconds)))
     declared = methods.get(config.method).evaluation_params
-    evaluation_params = None if declared is None else jax.jit(declared)
-
-    def evaluated_states(state, done):
-        """("", the state, at the method's evaluation weights where it declares
-        them (MSAM's un-perturbed ones)) and, with SWA, ("swa_", the average with
-        its BatchNorm statistics recomputed (swa.py) on the training batches of
-        the epoch that ends at `done`)."""
-        yield "", state if evaluation_params is None else state.replace(
-            params=evaluation_params(state.params, state.opt_state))
-        if state.swa is None or int(jax.device_get(state.swa["count"])) == 0:
-            return
-        epoch_start = max(done - steps_per_epoch, 0)
-        batch_stats = swa.batch_norm_statistics(
-            model, state.swa["params"], state.batch_stats,
-            inputs.train_batches(epoch_start, epoch_start + steps_per_epoch),
-            seed=config.seed)
-        yield "swa_", state.replace(params=state.swa["params"], batch_stats=batch_stats)
-
-    def evaluations(state, done, final=False):
-        """(split, metrics): "eval" of the weights and "swa_eval" of the SWA
-        average on the evaluation split; at the end (`final`) also each of
-        inputs.final_eval_sets under its name (with "swa_" for the average)."""
-        for prefix, evaluated in evaluated_states(state, done):
-            yield f"{prefix}eval", evaluate(p_eval_step, evaluated, mesh,
-                                            inputs.eval_batches)
-            for name, batches in (inputs.final_eval_sets.items() if final else ()):
-                yield f"{prefix}{name}", evaluate(p_eval_step, evaluated, mesh, batches)
-
-    def measure_sharpness(state, done):
-        from sam_jax import analysis  # imported on use: most runs never need it
-        images, labels = inputs.training_examples(sharp.num_examples)
-        metrics = analysis.sharpness_metrics(
-            model, state, images, labels, num_examples=sharp.num_examples,
-            top_k=sharp.top_k, m=sharp.m, rho=sharp.rho, seed=config.seed,
-            num_iterations=sharp.num_iterations)
-        # The epoch is in the record so a table can read it before the run ends.
-        writer.write(done, "sharpness", {**metrics, "epoch": done // steps_per_epoch})
-        if is_main:
-            print(f"sharpness step {done} epoch {done // steps_per_epoch}: " +
-                  " ".join(f"{k} {v:.4g}" for k, v in metrics.items()), flush=True)
-
-    tracker = None
-    if sharp.every_steps:
-        from sam_jax import analysis  # imported on use: most runs never need it
-        images, labels = inputs.training_examples(
-            max(sharp.num_examples, sharp.rank_examples))
-        tracker = analysis.StabilityTracker(
-            model, images[:sharp.num_examples], labels[:sharp.num_examples],
-            weight_decay=optimizers.l2_equivalent_weight_decay(config),
-            label_smoothing=config.label_smoothing,
-            freeze_batch_norm=config.freeze_batch_norm,
-            num_iterations=sharp.lambda_max_iterations, trace_probes=sharp.trace_probes,
-            rank_images=images[:sharp.rank_examples] if sharp.rank_examples else None,
-            seed=config.seed)
-
-    def measure_stability(state, done):
-        # The learning rate and rho of the step just taken (of the first, at 0).
-        last = max(done - 1, 0)
-        learning_rate = float(lr_fn(last))
-        rho, unnormalised = stability_radius(config, last, total_steps, lr_fn)
-        record = tracker(state, learning_rate, rho=rho, unnormalised=unnormalised)
-        writer.write(done, "stability", {**record, "epoch": done / steps_per_epoch})
-        if is_main:
-            print(f"stability step {done}: " +
-                  " ".join(f"{k} {v:.4g}" for k, v in record.items()), flush=True)
+    run = _Run(config, workdir, model, inputs, mesh, p_eval_step, learning_rate,
+               total_steps, steps_per_epoch, manager, writer, stopwatch, is_main,
+               None if declared is None else jax.jit(declared))
+    actions = _periodic_actions(run, progress, _stability_tracker(config, model, inputs))
 
     with preemption.SigtermWatcher() as sigterm, checkpoint.saves_finished_on_error(manager):
-        if tracker is not None and start_step == 0:
-            measure_stability(state, 0)
+        if start_step == 0:  # what is measured before the first step
+            state = periodic.run_due(actions, state, 0, stopwatch)
         stopwatch.start()
         for step, batch in zip(range(start_step, total_steps), train_batches):
             if second_pass_at is None or second_pass_at(step):
@@ -458,51 +521,23 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
             else:
                 state = compiled_one_pass_step(state, batch, base_key)
             done = step + 1
-            if done % config.log_every_steps == 0 or done == total_steps:
-                check_finite(state)
-                jax.block_until_ready(state)
-                state = _report_train(state, done, lr_fn, progress, writer, is_main,
-                                      total_steps, steps_per_epoch, stopwatch.read())
+            # Part of the step: the clock runs, and the actions (evaluation,
+            # checkpoint) see the new average.
             if swa.is_averaging_step(config, done, steps_per_epoch, num_epochs):
-                state = swa_add(state)
-            if (done % steps_per_epoch == 0 and done != total_steps and
-                    (done // steps_per_epoch) % config.eval_every_epochs == 0):
-                jax.block_until_ready(state)
-                stopwatch.pause()
-                for split, eval_metrics in evaluations(state, done):
-                    writer.write(done, split, eval_metrics)
-                    if is_main:
-                        print(f"{split} step {done} epoch {done // steps_per_epoch}: " +
-                              " ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()),
-                              flush=True)
-                stopwatch.start()
-            if (config.sharpness.every_epochs and done % steps_per_epoch == 0 and
-                    sharpness_epoch(done // steps_per_epoch,
-                                    config.sharpness.every_epochs)):
-                jax.block_until_ready(state)
-                stopwatch.pause()
-                measure_sharpness(state, done)
-                stopwatch.start()
-            if tracker is not None and done % sharp.every_steps == 0:
-                jax.block_until_ready(state)
-                stopwatch.pause()
-                measure_stability(state, done)
-                stopwatch.start()
-            if done % config.checkpoint_every_steps == 0:
-                state = save_checkpoint(state)
+                state = _with_weights_averaged(state)
+            state = periodic.run_due(actions, state, done, stopwatch)
             stop = sigterm.stop(done)
             if stop is not None and done != total_steps:
-                state = save_checkpoint(state)
+                _save_checkpoint(run, state)
                 manager.wait_until_finished()
                 writer.close()
                 raise stop(done)
 
-    state = save_checkpoint(state)
-    stopwatch.pause()
+    state = _save_checkpoint(run, state)
     manager.wait_until_finished()
     split_name = "validation" if config.validation_split else "test"
     results = {}
-    for split, eval_metrics in evaluations(state, total_steps, final=True):
+    for split, eval_metrics in _evaluations(run, state, total_steps, final=True):
         writer.write(total_steps, split, eval_metrics)
         prefix = {"eval": split_name, "swa_eval": f"swa_{split_name}"}.get(split, split)
         results.update({f"{prefix}_{k}": v for k, v in eval_metrics.items()})
