@@ -28,6 +28,9 @@ _EXPORTS = {
     "sampa": "sam_jax._sampa",
     "extragradient": "sam_jax._extragradient",
     "entropy_sgd": "sam_jax._entropy_sgd",
+    "saf_loss_term": "sam_jax._saf",
+    "trajectory_loss": "sam_jax._saf",
+    "mesa_loss_term": "sam_jax._mesa",
 }
 
 __all__ = sorted(_EXPORTS)
