@@ -59,7 +59,9 @@ def mesa_loss_term(*, weight: float = 0.8, temperature: float = 5.0,
     check_number("mesa.steps_per_epoch", steps_per_epoch, 1, integer=True)
 
     def init(params, batch_stats):
-        return {"params": params, "batch_stats": batch_stats}
+        # Copies: a state whose leaves share buffers cannot be donated to the step.
+        return jax.tree_util.tree_map(jnp.copy, {"params": params,
+                                                 "batch_stats": batch_stats})
 
     def reference(state, batch, step, predict):
         del step

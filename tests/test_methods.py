@@ -55,7 +55,7 @@ def test_every_method_builds_and_updates(name):
     assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree_util.tree_leaves(out))
     assert jax.tree_util.tree_structure(out) == jax.tree_util.tree_structure(params)
     # Passes of the first step (LookSAM's first step is a full SAM step).
-    want = {"sgd": 1, "optimistic": 1, "esam": 1 + config.esam.gamma,
+    want = {"sgd": 1, "optimistic": 1, "saf": 1, "mesa": 1, "esam": 1 + config.esam.gamma,
             "entropy_sgd": config.entropy_sgd.inner_steps}.get(name, 2)
     assert float(state.info.gradient_evaluations) == pytest.approx(want)
 
