@@ -2,8 +2,9 @@
 with the cost ledger of the passes made. One method per way of using the
 step's extras: no second pass (sgd, and optimistic with its own base), SAM,
 a lax.cond (looksam), per-example losses and a subset (esam), a fused pair
-(sampa), an inner loop (entropy_sgd); test_methods.py covers every method's
-update, and the CLI runs of each are in the README."""
+(sampa), an inner loop (entropy_sgd), a loss term with trainer state (saf,
+mesa; test_saf.py runs them across epochs and resumes them); test_methods.py
+covers every method's update, and the CLI runs of each are in the README."""
 
 import json
 
@@ -15,7 +16,8 @@ from sam_jax import methods
 from sam_jax import train
 
 
-TRAINER_CASES = ("sgd", "optimistic", "sam", "looksam", "esam", "sampa", "entropy_sgd")
+TRAINER_CASES = ("sgd", "optimistic", "sam", "looksam", "esam", "sampa", "entropy_sgd",
+                 "saf", "mesa")
 
 
 def test_the_cases_are_methods():
@@ -37,7 +39,8 @@ def test_every_method_trains_through_the_loop(name, tmp_path):
     assert results["train_seconds"] > 0
     # Forward + backward passes of 3 steps (LookSAM: a full step, then two of
     # one pass; ESAM: the second pass on half of each group).
-    made = {"sgd": 3, "optimistic": 3, "looksam": 2 + 1 + 1, "esam": 3 * 1.5,
+    made = {"sgd": 3, "optimistic": 3, "saf": 3, "mesa": 3, "looksam": 2 + 1 + 1,
+            "esam": 3 * 1.5,
             "entropy_sgd": 3 * config.entropy_sgd.inner_steps}.get(name, 3 * 2)
     assert results["gradient_evaluations"] == pytest.approx(made)
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
