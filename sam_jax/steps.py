@@ -28,6 +28,9 @@ The official code's semantics are kept:
   (the official code's `true_gradient=True`);
 - weight decay is an L2 term inside the loss, so it enters the perturbation;
 - gradient clipping after the mean over devices;
+- a method's loss term (SAF, MESA: family.LossTerm) is added to every pass's
+  loss against each example's reference outputs, drawn from
+  state.loss_term_state before the passes and updated after the weights;
 - the logged training loss and error come from the pass whose gradient the
   method returned (the perturbed one for SAM); clean_loss / clean_error from
   the pass at w.
