@@ -32,6 +32,9 @@ _EXPORTS = {
     "aesam": "sam_jax._aesam",
     "msam": "sam_jax._msam",
     "ksam": "sam_jax._ksam",
+    "saf_loss_term": "sam_jax._saf",
+    "trajectory_loss": "sam_jax._saf",
+    "mesa_loss_term": "sam_jax._mesa",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -103,6 +103,20 @@ def psum_in_device_order(tree, axis_name: str, mean: bool = False):
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
+def gather_in_device_order(tree, axis_name: str):
+    """Every device's leaves concatenated along their first axis, in the order
+    of the axis index, the same (invariant) value on every device: each device
+    places its values in otherwise zero rows and a psum adds them (exact: one
+    nonzero term per element)."""
+    size = jax.lax.axis_size(axis_name)
+    index = jax.lax.axis_index(axis_name)
+
+    def gather(x):
+        placed = jnp.zeros((size,) + x.shape, x.dtype).at[index].set(x)
+        return jax.lax.psum(placed, axis_name).reshape((-1,) + x.shape[1:])
+    return jax.tree_util.tree_map(gather, tree)
+
+
 def per_device(params, axis_name: AxisName):
     """Marks replicated `params` as differing per device along `axis_name`.
 

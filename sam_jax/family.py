@@ -41,6 +41,29 @@ class Setting:
 
 
 @dataclasses.dataclass(frozen=True)
+class LossTerm:
+    """A term a method adds to each group's training loss, against reference
+    outputs (a row of logits per example) that it draws from a state the
+    trainer keeps beside the weights (TrainState.loss_term_state, checkpointed):
+    SAF's outputs recorded epochs earlier, MESA's averaged weights. The step
+    (sam_jax/steps.py) gives each example its reference with the batch, adds
+    the term to the loss every pass differentiates, and updates the state after
+    the weights.
+    """
+    init: Callable  # (params, batch_stats) -> the state
+    # (state, batch, step, predict) -> reference logits [device batch, classes];
+    # predict(variables, images) -> the model's logits in evaluation mode.
+    reference: Callable
+    # (logits [m, classes], reference [m, classes], step) -> the term (scalar)
+    term: Callable
+    # (state, *, step, indices, logits, params, batch_stats) -> the next state,
+    # after the step: indices [global batch] and the pass at w's logits
+    # [global batch, classes] (None unless example_indices), the new weights.
+    update: Callable
+    example_indices: bool = False  # reads batch["index"] and the logits
+
+
+@dataclasses.dataclass(frozen=True)
 class Method:
     name: str  # --config.method=NAME, and the name of its sub-config
     changes: str  # what it changes against SAM or SGD
@@ -71,6 +94,12 @@ class Method:
     # (params, opt_state) -> the weights to evaluate, where the stored ones
     # are not (MSAM stores perturbed weights); None: the stored ones.
     evaluation_params: Optional[Callable] = None
+    # (config, *, num_examples, num_classes, steps_per_epoch) -> the LossTerm
+    # the method adds to the training loss; None: the loss is the model's.
+    loss_term: Optional[Callable] = None
+    # The loss term reads each example's index in the training set (batch
+    # "index"), which only the in-memory data sets' pipelines give.
+    example_indices: bool = False
 
     def sub_config(self) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(

@@ -27,11 +27,14 @@ from sam_jax import _gsam
 from sam_jax import _ksam
 from sam_jax import _looksam
 from sam_jax import _msam
+from sam_jax import _mesa
 from sam_jax import _optimistic
 from sam_jax import _rst
 from sam_jax import _rwp
+from sam_jax import _saf
 from sam_jax import _sam
 from sam_jax import _sampa
+from sam_jax import family
 from sam_jax import optimizers
 from sam_jax.family import Context, Method, rho_factor  # noqa: F401  (the API)
 
@@ -52,6 +55,8 @@ REGISTRY = (
     _entropy_sgd.METHOD,
     _msam.METHOD,
     _ksam.METHOD,
+    _saf.METHOD,
+    _mesa.METHOD,
 )
 METHODS: dict[str, Method] = {method.name: method for method in REGISTRY}
 
@@ -69,6 +74,15 @@ def second_pass_schedule(config, total_steps: int) -> Optional[Callable[[int], b
     None for the others."""
     schedule = get(config.method).second_pass_schedule
     return None if schedule is None else schedule(config, total_steps)
+
+
+def loss_term(config, *, num_examples: int, num_classes: int,
+              steps_per_epoch: int) -> Optional[family.LossTerm]:
+    """The term config.method adds to the training loss (SAF, MESA), or None."""
+    make = get(config.method).loss_term
+    return None if make is None else make(config, num_examples=num_examples,
+                                          num_classes=num_classes,
+                                          steps_per_epoch=steps_per_epoch)
 
 
 def radius_value(config, method: Method) -> Optional[float]:
@@ -137,5 +151,12 @@ def problem(config, *, per_device_batch: int, microbatch: int) -> Optional[str]:
                                   or config.rho_schedule.kind != "constant"):
         return (f"rho_schedule applies to a radius; method={config.method!r} has none "
                 "(allowed: " + ", ".join(m.name for m in REGISTRY if m.radius) + ")")
+    if method.example_indices:
+        from sam_jax.data.specs import get_spec
+        if not get_spec(config.dataset).in_memory:
+            return (f"method={config.method!r} records each training example's "
+                    "outputs by its index in the training set, which the streamed "
+                    f"data set {config.dataset!r} does not give; use an in-memory "
+                    "data set or method='mesa'")
     del per_device_batch, microbatch
     return None if method.refuses is None else method.refuses(config)

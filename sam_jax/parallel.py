@@ -42,13 +42,19 @@ def global_batch(mesh: Mesh, local_batch, axis: str = AXIS):
         local_batch)
 
 
-def batch_shapes(mesh: Mesh, global_batch_size: int, image_shape) -> dict:
-    """The shapes of a global training batch, for compiling ahead of time."""
+def batch_shapes(mesh: Mesh, global_batch_size: int, image_shape,
+                 example_indices: bool = False) -> dict:
+    """The shapes of a global training batch, for compiling ahead of time;
+    `example_indices`: the batches carry "index" (data.RunInputs')."""
     sharding = batch_sharded(mesh)
-    return {"image": jax.ShapeDtypeStruct((global_batch_size,) + tuple(image_shape),
-                                          jnp.float32, sharding=sharding),
-            "label": jax.ShapeDtypeStruct((global_batch_size,), jnp.int32,
-                                          sharding=sharding)}
+    shapes = {"image": jax.ShapeDtypeStruct((global_batch_size,) + tuple(image_shape),
+                                            jnp.float32, sharding=sharding),
+              "label": jax.ShapeDtypeStruct((global_batch_size,), jnp.int32,
+                                            sharding=sharding)}
+    if example_indices:
+        shapes["index"] = jax.ShapeDtypeStruct((global_batch_size,), jnp.int32,
+                                               sharding=sharding)
+    return shapes
 
 
 def shard_train_step(per_device_step, mesh: Mesh):

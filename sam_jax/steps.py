@@ -28,6 +28,9 @@ The official code's semantics are kept:
   (the official code's `true_gradient=True`);
 - weight decay is an L2 term inside the loss, so it enters the perturbation;
 - gradient clipping after the mean over devices;
+- a method's loss term (SAF, MESA: family.LossTerm) is added to every pass's
+  loss against each example's reference outputs, drawn from
+  state.loss_term_state before the passes and updated after the weights;
 - the logged training loss and error come from the pass whose gradient the
   method returned (the perturbed one for SAM); clean_loss / clean_error from
   the pass at w.
@@ -48,7 +51,7 @@ import jax.numpy as jnp
 import optax
 
 from sam_jax import batch_norm
-from sam_jax.collectives import per_device, pmean
+from sam_jax.collectives import gather_in_device_order, per_device, pmean
 from sam_jax.groups import group_mean
 
 AXIS = "batch"
@@ -80,6 +83,8 @@ class TrainState:
     nonfinite_steps / first_nonfinite_step: count and first step (-1: none) whose
       loss or gradient was not finite; checked on the host only at reports and
       checkpoints, so the loop never waits on the device.
+    loss_term_state: the state of the method's loss term (family.LossTerm:
+      SAF's recorded outputs, MESA's averaged weights); None without one.
     """
     step: jnp.ndarray
     params: Any
@@ -91,6 +96,7 @@ class TrainState:
     nonfinite_steps: jnp.ndarray
     first_nonfinite_step: jnp.ndarray
     swa: Any = None
+    loss_term_state: Any = None
 
 
 def metric_names(params) -> tuple:
@@ -102,8 +108,8 @@ def zero_metrics_sum(names):
     return {name: jnp.zeros([], jnp.float32) for name in tuple(names) + ("steps",)}
 
 
-def new_train_state(params, batch_stats, opt_state, with_swa: bool = False
-                    ) -> TrainState:
+def new_train_state(params, batch_stats, opt_state, with_swa: bool = False,
+                    loss_term=None) -> TrainState:
     from sam_jax import swa  # the average's empty state
     return TrainState(step=jnp.zeros([], jnp.int32), params=params,
                       batch_stats=batch_stats, opt_state=opt_state,
@@ -112,11 +118,13 @@ def new_train_state(params, batch_stats, opt_state, with_swa: bool = False
                       train_seconds=jnp.zeros([], jnp.float32),
                       nonfinite_steps=jnp.zeros([], jnp.int32),
                       first_nonfinite_step=jnp.full([], -1, jnp.int32),
-                      swa=swa.empty(params) if with_swa else None)
+                      swa=swa.empty(params) if with_swa else None,
+                      loss_term_state=None if loss_term is None
+                      else loss_term.init(params, batch_stats))
 
 
 def initial_state(seed: int, model, tx: optax.GradientTransformation,
-                  image_shape, with_swa: bool = False) -> TrainState:
+                  image_shape, with_swa: bool = False, loss_term=None) -> TrainState:
     """The step-0 state: the model initialised from `seed`, the optimizer's state."""
     key = jax.random.PRNGKey(seed)
     variables = model.init({"params": key, "dropout": key},
@@ -124,7 +132,7 @@ def initial_state(seed: int, model, tx: optax.GradientTransformation,
                            train=False)
     params = variables["params"]
     return new_train_state(params, variables.get("batch_stats", {}), tx.init(params),
-                           with_swa)
+                           with_swa, loss_term)
 
 
 def cross_entropy(logits, labels, label_smoothing: float = 0.0):
@@ -237,7 +245,8 @@ def make_train_step(model, method_tx, base_tx, *, examples_per_perturbation: int
                     clean_pass_true_gradient: bool = False,
                     example_losses: bool = False, batch_norm_over: str = "group",
                     grad_clip_norm: float = 0.0, skip_nonfinite: bool = False,
-                    freeze_batch_norm: bool = False, group_loop: str = "vmap"):
+                    freeze_batch_norm: bool = False, group_loop: str = "vmap",
+                    loss_term=None):
     """Returns `train_step(state, batch, key) -> state` for one device.
 
     Args:
@@ -263,6 +272,11 @@ def make_train_step(model, method_tx, base_tx, *, examples_per_perturbation: int
       group_loop: how a microbatch's groups run in one program (`_map_groups`):
         "vmap", "unrolled", or "auto" (`auto_group_loop`). The same numbers up
         to float reassociation.
+      loss_term: the method's family.LossTerm, or None: each example's
+        reference outputs join the batch before it is split into groups, every
+        pass adds the term to its group's loss, and its state
+        (state.loss_term_state) is updated after the weights, from the pass at
+        w's logits of the whole global batch (gathered over the devices).
     """
     m = examples_per_perturbation
     microbatch = per_device_batch // grad_accum_steps
@@ -282,6 +296,11 @@ def make_train_step(model, method_tx, base_tx, *, examples_per_perturbation: int
         step_key = jax.random.fold_in(key, state.step)
         first_group = jax.lax.axis_index(AXIS) * num_groups
         method_state, base_state = state.opt_state
+        if loss_term is not None:
+            def predict(variables, images):
+                return model.apply(variables, images, train=False).astype(jnp.float32)
+            batch = dict(batch, reference=loss_term.reference(
+                state.loss_term_state, batch, state.step, predict))
 
         def apply(params, images, group_index, first_pass):
             rng = jax.random.fold_in(step_key, first_group + group_index)
@@ -303,8 +322,12 @@ def make_train_step(model, method_tx, base_tx, *, examples_per_perturbation: int
             ce = example_ce.mean()
             error = jnp.mean(jnp.argmax(logits, -1) != group["label"])
             loss = ce + weight_decay * l2_penalty(params)
-            return loss, {"batch_stats": mutated["batch_stats"], "loss": ce,
-                          "error": error, "example_loss": example_ce}
+            aux = {"batch_stats": mutated["batch_stats"], "loss": ce, "error": error,
+                   "example_loss": example_ce}
+            if loss_term is not None:
+                loss = loss + loss_term.term(logits, group["reference"], state.step)
+                aux["logits"] = logits.astype(jnp.float32)
+            return loss, aux
 
         value_and_grad = jax.value_and_grad(group_loss, has_aux=True)
 
@@ -344,13 +367,14 @@ def make_train_step(model, method_tx, base_tx, *, examples_per_perturbation: int
                 aux=clean_metrics, **extra)
             # Pooled statistics: every group updated them alike.
             batch_stats = group_mean(aux["batch_stats"])
-            return direction, new_method_state, batch_stats, group_mean(clean_metrics)
+            return (direction, new_method_state, batch_stats, group_mean(clean_metrics),
+                    aux.get("logits"))
 
         groups = _split_groups(batch, grad_accum_steps, groups_per_microbatch)
         indices = jnp.arange(num_groups, dtype=jnp.int32).reshape(
             grad_accum_steps, groups_per_microbatch)
         if grad_accum_steps == 1:
-            direction, method_state, batch_stats, clean = microbatch_update(
+            direction, method_state, batch_stats, clean, logits = microbatch_update(
                 jax.tree_util.tree_map(lambda x: x[0], groups), indices[0])
         else:
             outputs = jax.lax.map(lambda xs: microbatch_update(*xs), (groups, indices))
@@ -358,6 +382,7 @@ def make_train_step(model, method_tx, base_tx, *, examples_per_perturbation: int
                 lambda x: jnp.mean(x, axis=0).astype(x.dtype),
                 (outputs[0], outputs[2], outputs[3]))
             method_state = _mean_of_states(outputs[1], grad_accum_steps)
+            logits = outputs[4]
         batch_stats, clean = pmean((batch_stats, clean), AXIS)
         if freeze_batch_norm:
             batch_stats = state.batch_stats
@@ -365,6 +390,15 @@ def make_train_step(model, method_tx, base_tx, *, examples_per_perturbation: int
         updates, base_state = base_tx.update(direction, base_state, state.params)
         params = optax.apply_updates(state.params, updates)
         opt_state = (method_state, base_state)
+        loss_term_state = state.loss_term_state
+        if loss_term is not None:
+            example_indices = example_logits = None
+            if loss_term.example_indices:  # [K, G_k, m, C] -> the device batch's rows
+                example_indices, example_logits = gather_in_device_order(
+                    (batch["index"], logits.reshape((-1, logits.shape[-1]))), AXIS)
+            loss_term_state = loss_term.update(
+                state.loss_term_state, step=state.step, indices=example_indices,
+                logits=example_logits, params=params, batch_stats=batch_stats)
 
         info = method_state.info
         grad_norm = optax.tree.norm(direction)
@@ -389,13 +423,14 @@ def make_train_step(model, method_tx, base_tx, *, examples_per_perturbation: int
             params = keep(params, state.params)
             opt_state = _advance_counters_only(opt_state, state.opt_state, finite)
             batch_stats = keep(batch_stats, state.batch_stats)
+            loss_term_state = keep(loss_term_state, state.loss_term_state)
         metrics["steps"] = jnp.float32(1.0)
         metrics_sum = jax.tree_util.tree_map(
             lambda total, x: total + jnp.where(finite, x, 0.0),
             state.metrics_sum, metrics)
         return state.replace(
             step=state.step + 1, params=params, batch_stats=batch_stats,
-            opt_state=opt_state, metrics_sum=metrics_sum,
+            opt_state=opt_state, metrics_sum=metrics_sum, loss_term_state=loss_term_state,
             gradient_evaluations=state.gradient_evaluations
             + metrics["gradient_evaluations"],
             nonfinite_steps=state.nonfinite_steps + (~finite).astype(jnp.int32),

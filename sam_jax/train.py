@@ -36,7 +36,8 @@ from sam_jax import models
 from sam_jax.models import get_model
 
 
-def from_pretrained(config, state: steps.TrainState, tx) -> tuple[steps.TrainState, bool]:
+def from_pretrained(config, state: steps.TrainState, tx, loss_term=None
+                    ) -> tuple[steps.TrainState, bool]:
     """`state` (fresh, step 0) with config.pretrained's weights; see pretrained.py.
 
     Returns (state, head_kept): head_kept is False when the classifier was
@@ -46,7 +47,8 @@ def from_pretrained(config, state: steps.TrainState, tx) -> tuple[steps.TrainSta
     params, batch_stats, head_kept = pretrained.load(config, state.params,
                                                      state.batch_stats)
     return steps.new_train_state(params, batch_stats, tx.init(params),
-                                 with_swa=state.swa is not None), head_kept
+                                 with_swa=state.swa is not None,
+                                 loss_term=loss_term), head_kept
 
 
 def examples_per_perturbation(config, per_device_batch: int) -> int:
@@ -83,8 +85,10 @@ def training_chain(config, total_steps: int, steps_per_epoch: Optional[int] = No
     return TrainingChain(method, base, optax.chain(method, base))
 
 
-def train_step_from_config(config, model, chain: TrainingChain, num_devices: int):
-    """The per-device training step (steps.make_train_step) the config asks for."""
+def train_step_from_config(config, model, chain: TrainingChain, num_devices: int,
+                           loss_term=None):
+    """The per-device training step (steps.make_train_step) the config asks for;
+    `loss_term`: the method's (methods.loss_term), if it has one."""
     per_device_batch = config.batch_size // num_devices
     method = methods.get(config.method)
     return steps.make_train_step(
@@ -99,7 +103,7 @@ def train_step_from_config(config, model, chain: TrainingChain, num_devices: int
         batch_norm_over=config.sam.batch_norm,
         grad_clip_norm=config.optimizer.grad_clip_norm,
         skip_nonfinite=config.skip_nonfinite_steps,
-        freeze_batch_norm=config.freeze_batch_norm,
+        freeze_batch_norm=config.freeze_batch_norm, loss_term=loss_term,
         # "sequential" is microbatches of one group (grad_accum_steps above).
         group_loop="auto" if config.sam.group_map == "sequential" else config.sam.group_map)
 
@@ -340,13 +344,13 @@ def _with_weights_averaged(state):
     return state.replace(swa=swa.add(state.swa, state.params))
 
 
-def _starting_state(config, model, tx, inputs, mesh, finetune: bool):
+def _starting_state(config, model, tx, inputs, mesh, finetune: bool, loss_term=None):
     """The step-0 state, replicated, and a note on where finetuning starts."""
     state = steps.initial_state(config.seed, model, tx, inputs.image_shape,
-                                with_swa=swa.enabled(config))
+                                with_swa=swa.enabled(config), loss_term=loss_term)
     note = None
     if finetune:
-        state, head_kept = from_pretrained(config, state, tx)
+        state, head_kept = from_pretrained(config, state, tx, loss_term)
         note = (f"from pretrained {config.pretrained.path} (" +
                 ("its head kept)" if head_kept else
                  f"a new {inputs.spec.num_classes}-class head)"))
@@ -435,17 +439,22 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
                            schedule=learning_rate)
     tx = chain.tx
     num_epochs = total_steps // steps_per_epoch
+    # SAF / MESA: a term of the loss whose state the trainer keeps.
+    loss_term = methods.loss_term(config, num_examples=inputs.num_train_examples,
+                                  num_classes=spec.num_classes,
+                                  steps_per_epoch=steps_per_epoch)
     p_train_step = parallel.shard_train_step(
-        train_step_from_config(config, model, chain, num_devices), mesh)
+        train_step_from_config(config, model, chain, num_devices, loss_term), mesh)
     p_one_pass_step = None if second_pass_at is None else parallel.shard_train_step(
         train_step_from_config(config, model, training_chain(
             config, total_steps, steps_per_epoch, second_pass=False,
-            schedule=learning_rate), num_devices), mesh)
+            schedule=learning_rate), num_devices, loss_term), mesh)
     p_eval_step = parallel.jit_eval_step(steps.make_eval_step(model), mesh)
 
     # A finetuning run's checkpoint is read and checked here, before writing.
     state, finetune_note = _starting_state(config, model, tx, inputs, mesh,
-                                           bool(config.pretrained.path) and not resuming)
+                                           bool(config.pretrained.path) and not resuming,
+                                           loss_term)
     os.makedirs(workdir, exist_ok=True)
     try:
         restored = checkpoint.restore_latest(workdir, state)
@@ -459,7 +468,8 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         state = restored
     elif config.pretrained.path and resuming:  # its checkpoints were all unreadable
         validate.validate_pretrained(config)
-        state, finetune_note = _starting_state(config, model, tx, inputs, mesh, True)
+        state, finetune_note = _starting_state(config, model, tx, inputs, mesh, True,
+                                               loss_term)
     manager = checkpoint.make_manager(workdir)
     start_step = int(jax.device_get(state.step))
     results_path = workdir_lib.path(workdir, workdir_lib.RESULTS_FILE)
@@ -496,7 +506,8 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     base_key = jax.random.PRNGKey(config.seed)
     train_batches = inputs.train_batches(start_step, total_steps)
     # Compiled before the clock starts: train_seconds leave compilation out.
-    batch_shapes = parallel.batch_shapes(mesh, config.batch_size, inputs.image_shape)
+    batch_shapes = parallel.batch_shapes(mesh, config.batch_size, inputs.image_shape,
+                                         example_indices=inputs.example_indices)
     compiled_step = p_train_step.lower(state, batch_shapes, base_key).compile()
     # Compiled only if a step still to run needs it (not when resuming late-phase
     # SAM after its start).

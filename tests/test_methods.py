@@ -65,7 +65,8 @@ def test_every_method_builds_and_updates(name):
     # is SAM if its trial of step 0 says so; AE-SAM's first ||g||^2 is above
     # its threshold: mu_0 + c_0 sigma_0 = (0.1 + 0.9 sqrt(0.1)) ||g||^2; K-SAM's
     # two passes see its fraction of each group of 16).
-    want = {"sgd": 1, "optimistic": 1, "msam": 1, "esam": 1 + config.esam.gamma,
+    want = {"sgd": 1, "optimistic": 1, "msam": 1, "saf": 1, "mesa": 1,
+            "esam": 1 + config.esam.gamma,
             "ksam": 2 * int(config.ksam.fraction * 16) / 16,
             "entropy_sgd": config.entropy_sgd.inner_steps,
             "rst": 1 + rst_trial(seed=0, step=0, p=config.rst.p)}.get(name, 2)

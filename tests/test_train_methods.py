@@ -3,8 +3,9 @@ with the cost ledger of the passes made. One method per way of using the
 step's extras: no second pass (sgd, and optimistic with its own base), SAM,
 a lax.cond (looksam), per-example losses and a subset (esam), a fused pair
 (sampa), an inner loop (entropy_sgd), its own base and evaluation weights
-(msam), two passes on a subset (ksam); test_methods.py covers every method's
-update, and the CLI runs of each are in the README."""
+(msam), two passes on a subset (ksam), a loss term with trainer state (saf,
+mesa; test_saf.py runs them across epochs and resumes them); test_methods.py
+covers every method's update, and the CLI runs of each are in the README."""
 
 import json
 
@@ -17,7 +18,7 @@ from sam_jax import train
 
 
 TRAINER_CASES = ("sgd", "optimistic", "sam", "looksam", "esam", "sampa", "entropy_sgd",
-                 "msam", "ksam")
+                 "msam", "ksam", "saf", "mesa")
 
 
 def test_the_cases_are_methods():
@@ -43,7 +44,7 @@ def test_every_method_trains_through_the_loop(name, tmp_path):
     # one pass; ESAM: the second pass on half of each group).
     # K-SAM: both passes on one of each group's 2 examples.
     made = {"sgd": 3, "optimistic": 3, "looksam": 2 + 1 + 1, "esam": 3 * 1.5,
-            "msam": 3, "ksam": 3 * 2 * 1 / 2,
+            "msam": 3, "ksam": 3 * 2 * 1 / 2, "saf": 3, "mesa": 3,
             "entropy_sgd": 3 * config.entropy_sgd.inner_steps}.get(name, 3 * 2)
     assert results["gradient_evaluations"] == pytest.approx(made)
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]

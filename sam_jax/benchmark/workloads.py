@@ -17,6 +17,7 @@ import numpy as np
 import optax
 
 from sam_jax import declarations
+from sam_jax import methods
 from sam_jax import optimizers
 from sam_jax import parallel
 from sam_jax import steps
@@ -106,14 +107,21 @@ def compile_sam_jax_step(config, mesh, batch_numpy,
     spec = get_spec(DATASET)
     model = get_model(config.model.name, spec.num_classes, config.dtype)
     chain = train.training_chain(config, total_steps(config))
+    # SAF / MESA's loss term, its records over the batch's examples.
+    num_examples = batch_numpy["label"].shape[0]
+    loss_term = methods.loss_term(config, num_examples=num_examples,
+                                  num_classes=spec.num_classes, steps_per_epoch=1)
+    if loss_term is not None and loss_term.example_indices:
+        batch_numpy = dict(batch_numpy, index=np.arange(num_examples, dtype=np.int32))
     state = jax.device_put(
-        steps.initial_state(config.seed, model, chain.tx, batch_numpy["image"].shape[1:]),
+        steps.initial_state(config.seed, model, chain.tx, batch_numpy["image"].shape[1:],
+                            loss_term=loss_term),
         parallel.replicated(mesh))
     batch = parallel.global_batch(mesh, batch_numpy)
     key = jax.random.PRNGKey(config.seed)
     start = time.perf_counter()
     step = parallel.shard_train_step(
-        train.train_step_from_config(config, model, chain, mesh.size), mesh)
+        train.train_step_from_config(config, model, chain, mesh.size, loss_term), mesh)
     compiled = step.lower(state, batch, key).compile(compiler_options)
     seconds = time.perf_counter() - start
     return CompiledStep(compiled, state, batch, key, seconds,

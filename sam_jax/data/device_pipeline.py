@@ -125,7 +125,8 @@ def train_batch(images: jax.Array, labels: jax.Array, permutation: jax.Array,
         augmentation: 'none', 'basic' or 'cutout'.
 
     Returns:
-        {'image': float32 [count, H, W, C], 'label': int32 [count]}.
+        {'image': float32 [count, H, W, C], 'label': int32 [count],
+        'index': int32 [count], each example's index in the training arrays}.
     """
     if images.shape[0] != labels.shape[0] or (
             permutation.shape[0] != images.shape[0]):
@@ -141,6 +142,7 @@ def train_batch(images: jax.Array, labels: jax.Array, permutation: jax.Array,
         'image': device_augment.augment_batch(jnp.take(images, indices, axis=0),
                                               keys, spec, augmentation),
         'label': jnp.take(labels, indices, axis=0).astype(jnp.int32),
+        'index': indices,
     }
 
 

@@ -96,7 +96,8 @@ def train_dataset(images: np.ndarray, labels: np.ndarray, *,
 
     Returns:
         A dataset of exactly num_steps - start_step elements
-        {'image': float32 [B_local, H, W, C], 'label': int32 [B_local]}.
+        {'image': float32 [B_local, H, W, C], 'label': int32 [B_local],
+        'index': int32 [B_local], each example's index in `images`}.
     """
     num_examples = images.shape[0]
     if labels.shape[0] != num_examples:
@@ -137,7 +138,8 @@ def train_dataset(images: np.ndarray, labels: np.ndarray, *,
             randaugment_num_layers=randaugment_num_layers,
             randaugment_magnitude=randaugment_magnitude)
         return {'image': resize(image, image_size),
-                'label': tf.gather(all_labels, example_index)}
+                'label': tf.gather(all_labels, example_index),
+                'index': tf.cast(example_index, tf.int32)}
 
     first_epoch = start_step // epoch_steps
     end_epoch = -(-num_steps // epoch_steps)

@@ -51,6 +51,9 @@ class RunInputs:
     # config.evaluate_training_set: "train", "train_corrupted",
     # "train_uncorrupted"). Empty for most runs.
     final_eval_sets: dict = dataclasses.field(default_factory=dict)
+    # Whether a training batch carries "index", each example's index in the
+    # training set (in-memory data sets; SAF records outputs by it).
+    example_indices: bool = False
 
 
 def in_memory_arrays(config, spec: DatasetSpec):
@@ -150,7 +153,7 @@ def prepare_inputs(config, mesh, axis: str) -> RunInputs:
             batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
             mesh=mesh, axis=axis, image_size=image_size)
         return RunInputs(
-            spec=spec, pipeline="device", image_shape=image_shape,
+            spec=spec, pipeline="device", image_shape=image_shape, example_indices=True,
             num_train_examples=len(train_labels), num_eval_examples=len(eval_labels),
             train_batches=device.train_batches, eval_batches=device.eval_batches,
             training_examples=lambda n: device.training_examples(n, image_size),
@@ -181,7 +184,7 @@ def _tf_data_inputs(config, spec, mesh, axis, image_shape, train_images, train_l
                   process_count=jax.process_count())
     image_size = config.image_size
     return RunInputs(
-        spec=spec, pipeline="tf.data", image_shape=image_shape,
+        spec=spec, pipeline="tf.data", image_shape=image_shape, example_indices=True,
         num_train_examples=len(train_labels), num_eval_examples=len(eval_labels),
         train_batches=lambda start, stop: _global(mesh, axis, pipeline.train_dataset(
             train_images, train_labels, augmentation=config.augmentation,
