@@ -24,12 +24,21 @@ def denormalize(image, spec):
 # ------------------------------------------------------ crop, flip, cutout
 
 
-def test_normalize_matches_numpy():
+def test_normalize_matches_numpy_in_every_framework():
+    """One normalisation (data/normalization.py) for TensorFlow tensors (the
+    tf.data paths), JAX arrays (the device pipeline) and numpy arrays."""
+    import jax.numpy as jnp
     image = np.random.default_rng(0).integers(0, 256, (4, 5, 3), np.uint8)
     spec = data.DATASETS['cifar10']
-    np.testing.assert_allclose(
-        augment.normalize(image, spec.mean, spec.std).numpy(),
-        reference_normalize(image, spec), rtol=1e-6)
+    from_tf = augment.normalize(tf.constant(image), spec.mean, spec.std).numpy()
+    np.testing.assert_allclose(from_tf, reference_normalize(image, spec), rtol=1e-6)
+    from_numpy = augment.normalize(image, spec.mean, spec.std)
+    assert from_numpy.dtype == np.float32
+    np.testing.assert_array_equal(from_numpy, from_tf)
+    # XLA:CPU divides by a constant as a product with its reciprocal: one ulp.
+    from_jax = np.asarray(augment.normalize(jnp.asarray(image), spec.mean, spec.std))
+    assert from_jax.dtype == np.float32
+    np.testing.assert_allclose(from_jax, from_tf, rtol=2.5e-7, atol=0)
 
 
 def test_random_crop_is_window_of_reflect_padded_image():

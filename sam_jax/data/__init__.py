@@ -20,8 +20,8 @@ from sam_jax.errors import DatasetUnavailableError  # noqa: F401  (no TensorFlow
 _EXPORTS = {
     'augment_for_training': 'augment',
     'cutout': 'autoaugment',
-    'normalize': 'augment',
-    'preprocess_for_eval': 'augment',
+    'normalize': 'normalization',
+    'preprocess_for_eval': 'normalization',
     'random_crop_with_reflect_padding': 'augment',
     'random_flip_left_right': 'augment',
     'TRAINING_AUGMENTATIONS': 'augment',

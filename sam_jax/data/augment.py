@@ -11,27 +11,11 @@ from collections.abc import Callable, Sequence
 import tensorflow as tf
 
 from sam_jax.data import autoaugment as autoaugment_lib
+from sam_jax.data.normalization import normalize, preprocess_for_eval  # noqa: F401
 from sam_jax.data.specs import DatasetSpec
 
 # DeVries & Taylor (2017) cut a 16x16 square out of 32x32 CIFAR images.
 _CUTOUT_SIZE = 16
-
-
-def normalize(image: tf.Tensor, mean: Sequence[float],
-              std: Sequence[float]) -> tf.Tensor:
-    """(image - mean) / std per channel, as float32.
-
-    Args:
-        image: uint8 (or any numeric) tensor [..., C] in 0..255.
-        mean: C per-channel means in 0..255 units.
-        std: C per-channel standard deviations in 0..255 units.
-
-    Returns:
-        float32 tensor of the same shape.
-    """
-    image = tf.cast(image, tf.float32)
-    return ((image - tf.constant(mean, tf.float32))
-            / tf.constant(std, tf.float32))
 
 
 def random_crop_with_reflect_padding(image: tf.Tensor, padding: int,
@@ -186,6 +170,11 @@ def augment_for_training(image: tf.Tensor, seed: tf.Tensor, *,
     return TRAINING_AUGMENTATIONS[augmentation](image, seed, spec)
 
 
-def preprocess_for_eval(image: tf.Tensor, spec: DatasetSpec) -> tf.Tensor:
-    """Normalises uint8 images [..., H, W, C] to float32; nothing random."""
-    return normalize(image, spec.mean, spec.std)
+def resize(images: tf.Tensor, image_size: int | None) -> tf.Tensor:
+    """Bicubic resize of [..., H, W, C] float32 images to image_size x
+    image_size (None or their own size: unchanged). Not clipped: bicubic
+    overshoot is kept, as in the official code. The one TensorFlow resize of
+    the tf.data paths (the device pipeline's is device_inputs.resize)."""
+    if image_size is None or tuple(images.shape[-3:-1]) == (image_size, image_size):
+        return images
+    return tf.image.resize(images, [image_size, image_size], method='bicubic')

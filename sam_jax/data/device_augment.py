@@ -27,6 +27,8 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from sam_jax.data.normalization import normalize, preprocess_for_eval  # noqa: F401
+
 AUGMENTATIONS = ('none', 'basic', 'cutout')
 # DeVries & Taylor (2017) cut a 16x16 square out of 32x32 CIFAR images;
 # augment.py scales it to H // 2 for smaller images.
@@ -40,14 +42,6 @@ _CUTOUT_STREAM = 1
 def cutout_size(image_shape: Sequence[int]) -> int:
     """Side of the cutout square: min(16, H // 2), as augment.py."""
     return min(_CUTOUT_SIZE, image_shape[0] // 2)
-
-
-def normalize(image: jax.Array, mean: Sequence[float],
-              std: Sequence[float]) -> jax.Array:
-    """(image - mean) / std per channel (last axis), as float32."""
-    image = jnp.asarray(image).astype(jnp.float32)
-    return ((image - jnp.asarray(mean, jnp.float32))
-            / jnp.asarray(std, jnp.float32))
 
 
 def reflect_pad_crop(image: jax.Array, padding: int, row: jax.Array,
@@ -204,8 +198,3 @@ def augment_batch(images: jax.Array, keys: jax.Array, spec,
     """
     return jax.vmap(lambda image, key: augment_image(
         image, key, spec=spec, augmentation=augmentation))(images, keys)
-
-
-def preprocess_for_eval(images: jax.Array, spec) -> jax.Array:
-    """Normalises uint8 images [..., H, W, C] to float32; nothing random."""
-    return normalize(images, spec.mean, spec.std)

@@ -19,7 +19,8 @@ Every random choice is stateless, from an explicit seed of shape [2].
 import tensorflow as tf
 
 from sam_jax.data import autoaugment as autoaugment_lib
-from sam_jax.data.augment import normalize
+from sam_jax.data.augment import resize as resize_images
+from sam_jax.data.normalization import normalize
 from sam_jax.data.specs import DatasetSpec
 # The training augmentations this module implements for encoded images.
 from sam_jax.data.specs import STREAMING_AUGMENTATIONS
@@ -97,8 +98,7 @@ def resize(image: tf.Tensor, image_size: int) -> tf.Tensor:
 
     Not clipped: bicubic overshoot is kept, as in the official code.
     """
-    resized = tf.image.resize(tf.cast(image, tf.float32),
-                              [image_size, image_size], method='bicubic')
+    resized = resize_images(tf.cast(image, tf.float32), image_size)
     return tf.ensure_shape(resized, [image_size, image_size, 3])
 
 

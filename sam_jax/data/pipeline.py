@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow as tf
 
-from sam_jax.data.augment import augment_for_training, preprocess_for_eval
+from sam_jax.data.augment import augment_for_training, preprocess_for_eval, resize
 # The batch counts are the device pipeline's: both paths step through the same
 # epochs and evaluate the same batches.
 from sam_jax.data.device_pipeline import num_eval_batches, steps_per_epoch
@@ -26,19 +26,6 @@ from sam_jax.data.specs import DatasetSpec
 # run seed, so epoch shuffles and augmentations never share a seed.
 _SHUFFLE_STREAM = 0
 _AUGMENT_STREAM = 1
-
-
-def resize(images: tf.Tensor, image_size: int | None) -> tf.Tensor:
-    """Bicubic resize of [..., H, W, C] images to image_size x image_size.
-
-    For finetuning a model at its own resolution on small images (CIFAR at
-    EfficientNet's 600 px). Applied after augmentation and normalisation
-    (resizing is linear, so it commutes with the per-channel normalisation);
-    None or the images' own size returns them unchanged.
-    """
-    if image_size is None or tuple(images.shape[-3:-1]) == (image_size, image_size):
-        return images
-    return tf.image.resize(images, [image_size, image_size], method='bicubic')
 
 
 def _local_batch_size(global_batch_size: int, process_index: int,
@@ -191,8 +178,8 @@ def eval_batches(images: np.ndarray, labels: np.ndarray, *,
         label = np.zeros((local_batch_size,), np.int32)
         mask = np.zeros((local_batch_size,), np.float32)
         if num_real:
-            image[:num_real] = resize(preprocess_for_eval(
-                images[start:start + num_real], spec), image_size).numpy()
+            image[:num_real] = resize(tf.constant(preprocess_for_eval(
+                images[start:start + num_real], spec)), image_size).numpy()
             label[:num_real] = labels[start:start + num_real]
             mask[:num_real] = 1.0
         yield {'image': image, 'label': label, 'mask': mask}

@@ -179,7 +179,7 @@ def _tf_data_inputs(config, spec, mesh, axis, image_shape, train_images, train_l
     """In-memory data through tf.data (AutoAugment, RandAugment)."""
     import tensorflow as tf
     from sam_jax.data import pipeline
-    from sam_jax.data.augment import preprocess_for_eval
+    from sam_jax.data.augment import preprocess_for_eval, resize
     common = dict(spec=spec, process_index=jax.process_index(),
                   process_count=jax.process_count())
     image_size = config.image_size
@@ -197,7 +197,7 @@ def _tf_data_inputs(config, spec, mesh, axis, image_shape, train_images, train_l
             eval_images, eval_labels, global_batch_size=config.eval_batch_size,
             image_size=image_size, **common)),
         training_examples=lambda n: (
-            pipeline.resize(preprocess_for_eval(tf.constant(train_images[:n]), spec),
+            resize(preprocess_for_eval(tf.constant(train_images[:n]), spec),
                             image_size).numpy(),
             train_labels[:n]),
         **noise)
