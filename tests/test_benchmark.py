@@ -33,7 +33,8 @@ def test_quick_benchmark_reports_every_case(tmp_path):
     subprocess.run([sys.executable, SCRIPT, "--quick", "--repeats=1",
                     f"--cases={','.join(CASES)},methods",
                     "--methods=sam,looksam,entropy_sgd",
-                    f"--json_out={json_out}", f"--md_out={md_out}"],
+                    f"--json_out={json_out}", f"--md_out={md_out}",
+                    f"--methods_md_out={tmp_path / 'methods.md'}"],
                    check=True, env=user_environment(), cwd=REPO, timeout=900)
     report = json.loads(json_out.read_text())
 
@@ -68,6 +69,12 @@ def test_quick_benchmark_reports_every_case(tmp_path):
         "sam": "2", "looksam": "1 + 1/5", "entropy_sgd": "5"}
     assert all(row["ratio"] > 0 for row in methods.values())
     assert "## Per-method step cost" in text and "Foret et al., ICLR 2021" in text
+    # The per-method table alone (the README includes it): one row a method.
+    alone = (tmp_path / "methods.md").read_text()
+    assert alone.startswith("Step time of each method over SGD's")
+    assert [line.split(" | ")[0].strip("| ") for line in alone.splitlines()
+            if line.startswith("| ") and not line.startswith("| method")] == [
+        "sam", "looksam", "entropy_sgd"]
 
 
 @pytest.mark.slow  # issue 18's cases; the default cases' smoke test above runs the harness

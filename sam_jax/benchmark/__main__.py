@@ -83,6 +83,9 @@ _PEAK_FLOPS = flags.DEFINE_float("peak_flops", 989e12, "the chip's peak FLOP/s, 
                                  "H200's dense bf16 peak)")
 _JSON_OUT = flags.DEFINE_string("json_out", None, "write the results here")
 _MD_OUT = flags.DEFINE_string("md_out", None, "write a markdown report here")
+_METHODS_MD_OUT = flags.DEFINE_string(
+    "methods_md_out", None, "the methods case's per-method table alone, with its "
+    "provenance, here (the README includes it)")
 
 
 def _check_output_path(flag: str, path):
@@ -177,9 +180,10 @@ def main(argv) -> int:
         raise BadInputError("--repeats must be >= 1 and --warmup >= 0")
     _check_output_path("json_out", _JSON_OUT.value)
     _check_output_path("md_out", _MD_OUT.value)
+    _check_output_path("methods_md_out", _METHODS_MD_OUT.value)
     settings = _settings(case_names)
     run(case_names, settings, repeats, _WARMUP.value, _QUICK.value, argv_for_record(),
-        _JSON_OUT.value, _MD_OUT.value)
+        _JSON_OUT.value, _MD_OUT.value, _METHODS_MD_OUT.value)
     return 0
 
 
@@ -187,7 +191,8 @@ def argv_for_record() -> str:
     return " ".join(["python", "-m", "sam_jax.benchmark"] + sys.argv[1:])
 
 
-def run(case_names, settings, repeats, warmup, quick, command, json_out, md_out) -> dict:
+def run(case_names, settings, repeats, warmup, quick, command, json_out, md_out,
+        methods_md_out=None) -> dict:
     from sam_jax import parallel
     from sam_jax.benchmark import cases
     from sam_jax.benchmark import report as report_lib
@@ -245,6 +250,10 @@ def run(case_names, settings, repeats, warmup, quick, command, json_out, md_out)
         os.makedirs(os.path.dirname(os.path.abspath(md_out)), exist_ok=True)
         with open(md_out, "w") as f:
             f.write(report_lib.markdown_report(report))
+    if methods_md_out and any("method" in row for row in rows):
+        os.makedirs(os.path.dirname(os.path.abspath(methods_md_out)), exist_ok=True)
+        with open(methods_md_out, "w") as f:
+            f.write(report_lib.methods_report(report))
     return report
 
 

@@ -94,6 +94,18 @@ def methods_table(rows: list) -> str:
     return "\n".join(lines)
 
 
+def methods_report(report: dict) -> str:
+    """The per-method table alone, with where and how it was measured."""
+    machine = report["machine"]
+    return "\n".join([
+        f"Step time of each method over SGD's, beside its declared cost: "
+        f"`{report['command']}` on {report['finished_utc']} UTC ({machine['cpu_model']}, "
+        f"{machine['threads_available']} cores, load average at start "
+        f"{report['load_average']['start']}); the median of "
+        f"{report['settings']['repeats']} interleaved rounds.", "",
+        methods_table(report["cases"]), ""])
+
+
 def timings_table(timings: dict) -> str:
     lines = ["| setup | workload | median s | images/s | timed s (each round) |",
              "|---|---|---|---|---|"]
