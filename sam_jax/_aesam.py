@@ -143,10 +143,13 @@ METHOD = family.Method(
     "linear over training), the plain gradient otherwise",
     "Jiang, Yang, Zhang & Kwok, ICLR 2023", "sam_jax.aesam", {
         "rho": family.Setting(0.05, "SAM's radius on its steps (SAM's CIFAR value)"),
-        "decay": family.Setting(0.9, "delta, the moving averages' factor (the "
-                                "paper's value)"),
-        "c_start": family.Setting(1.0, "c_t at the start (the paper's lambda_2)"),
-        "c_end": family.Setting(-1.0, "c_t at the end (the paper's lambda_1)"),
+        "decay": family.Setting(0.9, "delta, the moving averages' factor (unverified: "
+                                "a third-party restatement of the paper; its text "
+                                "could not be read here)"),
+        "c_start": family.Setting(1.0, "c_t at the start (the paper's lambda_2; value "
+                                  "unverified, as decay)"),
+        "c_end": family.Setting(-1.0, "c_t at the end (the paper's lambda_1; value "
+                                "unverified, as decay)"),
     }, _build, family.fixed_cost("1 + fraction of SAM steps (adaptive)",
                                  "1 + fraction of SAM steps (adaptive)"),
     radius="aesam.rho", accumulates=False, syncs=True)

@@ -176,8 +176,9 @@ METHOD = family.Method(
     "the step), the plain gradient otherwise", "Zhao, Zhang & Hu, AAAI 2023",
     "sam_jax.rst", {
         "rho": family.Setting(0.05, "SAM's radius on its steps (SAM's CIFAR value)"),
-        "p": family.Setting(0.5, "the probability of a SAM step (the paper's "
-                            "headline: half SAM's extra cost); linear: at step 0"),
+        "p": family.Setting(0.5, "the probability of a SAM step; linear: at step 0 "
+                            "(unverified: the abstract's half of SAM's extra cost; the "
+                            "authors' README example uses 0.6)"),
         "schedule": family.Setting("constant", 'p_t constant, or "linear" from p to '
                                    "p_end over training (two of the paper's "
                                    "scheduling functions)"),
