@@ -279,8 +279,12 @@ def test_sam_behaviour_rank_and_m_verdicts(tmp_path):
         with open(os.path.join(run.workdir(root), "results.json"), "w") as f:
             json.dump(write_results, f)
     cells, _ = collect.collect_table(table, root)
-    assert table.summary(table, cells) == (
+    summary = table.summary(table, cells)
+    assert summary.startswith(
         "Test error at m = 1 minus m = 256: -2.00 points (stds 0.10 and 0.10); lowest "
         "mean error at m = 1. Smaller m is better: held.")
+    # The regime it was measured in, with SGD's test error (issue 27).
+    assert ("Regime: measured in the underfitting regime, 10 epochs of 4,096 training "
+            "images, where SGD's test error is 20.10%") in summary
     collect.plot(table, cells, str(tmp_path / "m.png"))
     assert os.path.getsize(tmp_path / "m.png") > 10_000

@@ -634,7 +634,8 @@ def _(tmp):
                         f"{{'sam.rho': -1.0, {tiny}}}]")
     return _cli_error(tmp, module("sam_jax.reproduce", "sweep", f"--sweep={sweep}",
                                   f"--root={tmp}/runs", "--launcher=local"),
-                      "sam.rho=-1.0 must be a finite number >= 0; nothing launched",
+                      "sam.rho=-1.0 must be a finite number >= 0 (or a schedule); "
+                      "nothing launched",
                       f"{tmp}/runs")
 
 
