@@ -121,4 +121,4 @@ METHOD = family.Method(
         "rho": family.Setting(3.0, "the radius along the momentum (the authors' "
                               "configs/default.ini and README: 3)"),
     }, _build, family.fixed_cost("1", "1"), base=_base, refuses=_refuses,
-    evaluation_params=unperturbed)
+    evaluation_params=unperturbed, needs={"optimizer.nesterov": False})

@@ -91,6 +91,10 @@ class Method:
     # config -> why the method cannot run under the config's other settings
     # (one line), or None; checked for the selected method only.
     refuses: Optional[Callable] = None
+    # Settings outside its sub-config it needs beside the schema's defaults
+    # (MSAM: SGD without Nesterov), {dotted key: value}: what a tool that runs
+    # every method (the methods benchmark) sets for it.
+    needs: dict = dataclasses.field(default_factory=dict)
     # (params, opt_state) -> the weights to evaluate, where the stored ones
     # are not (MSAM stores perturbed weights); None: the stored ones.
     evaluation_params: Optional[Callable] = None

@@ -30,6 +30,10 @@ CONDITIONS = (("clean", "clean labels"), ("noise80", "80% noise"))
 # The pre-registered design (PROTOCOL.md).
 SGD_LEARNING_RATES = (0.025, 0.05, 0.1, 0.2, 0.4)
 SAM_RHOS = (0.01, 0.02, 0.05, 0.1, 0.2)
+# The grid values every plan of the budget (results/budget.md) runs: the middle
+# three of each grid above. sam_vs_sgd.grid_shared launches them alone (the
+# same runs as sam_vs_sgd.grid's), so a larger plan adds the other two.
+SHARED_GRID = {"sgd": (0.05, 0.1, 0.2), "sam": (0.02, 0.05, 0.1)}
 SAM_LEARNING_RATE = 0.1  # the paper's
 SAM_M = 32  # examples per perturbation: 4 groups of the batch of 128
 LATE_SAM_START = 0.9  # late-phase SAM: SAM for the last 10% of the steps

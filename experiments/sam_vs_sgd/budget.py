@@ -83,8 +83,9 @@ PLANS = (
     ("A", "nothing: the protocol as written", None, 5, ALL_METHODS, None),
     ("B", "80% noise: 6 seeds (power for its effect stated, not 2 points)", 6, 5,
      ALL_METHODS, None),
-    ("C", "B, and grids of 3 values (SGD lr 0.05 / 0.1 / 0.2, SAM rho 0.02 / 0.05 "
-     "/ 0.1)", 6, 3, ALL_METHODS, None),
+    ("C", "B, and grids of the 3 shared values (SGD lr " + " / ".join(
+        map(str, study.SHARED_GRID["sgd"])) + ", SAM rho " + " / ".join(
+        map(str, study.SHARED_GRID["sam"])) + ")", 6, 3, ALL_METHODS, None),
     ("D", "C, and late-phase SAM and SWA on clean labels only", 6, 3, PRIMARY, None),
     ("E", "D, and 3 seeds a condition (no power calculation met)", 3, 3, PRIMARY, 3),
 )

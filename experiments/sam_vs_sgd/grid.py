@@ -30,20 +30,25 @@ def grid_runs(method: str, value, noise: str, gated: dict) -> tuple:
     return study.runs(method, noise, method_overrides(method, value, noise, gated), 1)
 
 
-def get_table(seeds=None, gated=None) -> registry.Table:
+def get_table(seeds=None, gated=None, values=None,
+              name: str = "sam_vs_sgd.grid") -> registry.Table:
+    """`values`: {method: the grid values to run} (default: all five each)."""
     del seeds  # one seed: the grid picks, the main tables measure
     gated = gated or gates.read_gated()
+    grids = {method: (key, tuple((values or {}).get(method, all_values)))
+             for method, (key, all_values) in METHODS.items()}
     rows = tuple((f"{method}_{noise}", f"{method.upper()}, {label}: {key} "
                   + " / ".join(registry.format_value(v) for v in values))
                  for noise, label in study.CONDITIONS
-                 for method, (key, values) in METHODS.items())
+                 for method, (key, values) in grids.items())
+    columns = COLUMNS[:max(len(v) for _, v in grids.values())]
 
     def runs_for(row, column):
         method, noise = row.split("_", 1)
-        return grid_runs(method, METHODS[method][1][int(column[1:])], noise, gated)
+        return grid_runs(method, grids[method][1][int(column[1:])], noise, gated)
 
     return registry.grid_table(
-        "sam_vs_sgd.grid", f"SAM against SGD, the grids: validation error % "
-        f"({gated['model']}, {gated['epochs']} epochs, seed 0)", rows, COLUMNS, {},
+        name, f"SAM against SGD, the grids: validation error % "
+        f"({gated['model']}, {gated['epochs']} epochs, seed 0)", rows, columns, {},
         runs_for, lambda row, column: "validation_error", unit="validation error %",
         notes="Each row's values are in its label; picks.json records the picks.")

@@ -63,6 +63,7 @@ def setup_config(setup: Setup, method: str, examples_per_perturbation=None,
     config = load_config(method if method in ("sam", "sgd") else "sam")
     if method not in ("sam", "sgd"):
         config.method = method
+        overrides = {**methods.get(method).needs, **overrides}
     config.model.name = setup.model_name
     config.batch_size = setup.batch_size
     config.sam.examples_per_perturbation = examples_per_perturbation
@@ -113,10 +114,11 @@ def compile_sam_jax_step(config, mesh, batch_numpy,
                                   num_classes=spec.num_classes, steps_per_epoch=1)
     if loss_term is not None and loss_term.example_indices:
         batch_numpy = dict(batch_numpy, index=np.arange(num_examples, dtype=np.int32))
-    state = jax.device_put(
+    # From host values, as the trainer's: leaves that XLA returned as one
+    # buffer (MESA's average starts equal to the weights) cannot be donated twice.
+    state = jax.device_put(jax.device_get(
         steps.initial_state(config.seed, model, chain.tx, batch_numpy["image"].shape[1:],
-                            loss_term=loss_term),
-        parallel.replicated(mesh))
+                            loss_term=loss_term)), parallel.replicated(mesh))
     batch = parallel.global_batch(mesh, batch_numpy)
     key = jax.random.PRNGKey(config.seed)
     start = time.perf_counter()

@@ -20,6 +20,7 @@ TABLES = (
     "review_comparison.noise80", "sam_behaviour.edge_of_stability",
     "sam_behaviour.trace_and_lambda_max", "sam_behaviour.m_sweep",
     "sam_behaviour.rho_feature_rank", "sam_vs_sgd.gates", "sam_vs_sgd.grid",
+    "sam_vs_sgd.grid_shared",
     "sam_vs_sgd.clean", "sam_vs_sgd.noise80",
 )
 
