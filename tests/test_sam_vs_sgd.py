@@ -114,18 +114,29 @@ def test_picks_then_the_verdict_from_fake_runs(tmp_path, monkeypatch):
     assert (tmp_path / "verdict.png").stat().st_size > 0
 
 
-def test_budget_plan_adds_each_runs_steps_times_its_step_time():
+def test_budget_plans_add_each_runs_steps_times_its_step_time():
+    """Each plan's core-hours by hand: runs x 7,800 steps x the step time; the
+    grids' SGD run at 0.1 is the gate's (one fewer SGD run per condition)."""
     sgd_step, sam_step = 0.1, 0.25
-    rows = budget.plan(GATED, sgd_step, sam_step, {"clean": 6, "noise80": 19})
-    steps_per_run = 78 * 100
-    sgd, sam = steps_per_run * sgd_step, steps_per_run * sam_step
-    grids = 2 * (5 * sgd + 5 * sam)
-    per_seed = sgd + 2 * sgd + sam + (0.1 * sam + 0.9 * sgd) + sgd
-    assert [runs for _, runs, _ in rows] == [20, 30, 95]
-    assert [hours for _, _, hours in rows] == pytest.approx(
-        [grids / 3600, 6 * per_seed / 3600, 19 * per_seed / 3600])
-    text = budget.report(GATED, sgd_step, sam_step, 30)
-    assert f"| total | 145 | {sum(h for _, _, h in rows):.2f} |" in text
+    hour = 3600
+    sgd, sam = 78 * 100 * sgd_step / hour, 78 * 100 * sam_step / hour
+    late = 0.1 * sam + 0.9 * sgd
+    every = sgd + 2 * sgd + sam + late + sgd  # sgd, sgd2x, sam, late_sam, swa
+    primary = sgd + 2 * sgd + sam
+    want = {  # plan: (grids, clean, 80% noise)
+        "A": (2 * (4 * sgd + 5 * sam), 6 * every, 19 * every),
+        "B": (2 * (4 * sgd + 5 * sam), 6 * every, 6 * every),
+        "C": (2 * (2 * sgd + 3 * sam), 6 * every, 6 * every),
+        "D": (2 * (2 * sgd + 3 * sam), 6 * every, 6 * primary),
+        "E": (2 * (2 * sgd + 3 * sam), 3 * every, 3 * primary)}
+    for name, _, *knobs in budget.PLANS:
+        parts = budget.plan_hours(GATED, sgd_step, sam_step, *knobs)
+        assert [parts["grids"], parts["clean"], parts["noise80"]] == pytest.approx(
+            want[name]), name
+    text = budget.report(GATED, sgd_step, sam_step, 30, spent=13.0)
+    assert "left of the 15: 2.00" in text
+    total_a = sum(want["A"])
+    assert f"| {total_a:.1f} | no ({total_a / 2.0:.1f}x) |" in text
 
 
 def test_study_commands_without_their_inputs_exit_2_in_one_line(tmp_path, monkeypatch,
@@ -136,3 +147,18 @@ def test_study_commands_without_their_inputs_exit_2_in_one_line(tmp_path, monkey
     assert pick.main(["--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 2 and "gated.json does not exist" in err
+
+
+def test_the_shared_grid_is_the_full_grids_runs_at_the_middle_values():
+    """sam_vs_sgd.grid_shared launches runs of sam_vs_sgd.grid (the same names,
+    so a larger plan's grid finds them done): its values, both conditions."""
+    full = {run.name: run for run in grid.get_table(gated=GATED).runs()}
+    shared = grid.get_table(gated=GATED, values=study.SHARED_GRID,
+                            name="sam_vs_sgd.grid_shared").runs()
+    assert len(shared) == 2 * (3 + 3) and {run.name for run in shared} <= set(full)
+    for method, key in (("sgd", "optimizer.learning_rate"), ("sam", "sam.rho")):
+        values = sorted({dict(run.overrides)[key] for run in shared
+                         if f"_{method}_" in run.name})
+        assert values == sorted(study.SHARED_GRID[method])
+    for method, (_, all_values) in grid.METHODS.items():
+        assert list(study.SHARED_GRID[method]) == list(all_values[1:4])  # the middle 3
