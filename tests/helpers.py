@@ -306,3 +306,26 @@ def slow_except(values, fast) -> list:
     slow ones repeat it on costlier models."""
     return [value if value in fast else pytest.param(value, marks=pytest.mark.slow)
             for value in values]
+
+
+class Interrupted(Exception):
+    """A run's training batches ran out mid-run (interrupt_after)."""
+
+
+def interrupt_after(num_batches, monkeypatch):
+    """Makes the training batches die after `num_batches` batches: a run
+    stopped mid-way, to be resumed from its last checkpoint."""
+    from sam_jax import data
+    real = data.prepare_inputs
+
+    def prepare(*args, **kwargs):
+        inputs = real(*args, **kwargs)
+        real_batches = inputs.train_batches
+
+        def dying(start, stop):
+            for i, batch in enumerate(real_batches(start, stop)):
+                if i == num_batches:
+                    raise Interrupted
+                yield batch
+        return dataclasses.replace(inputs, train_batches=dying)
+    monkeypatch.setattr(data, "prepare_inputs", prepare)

@@ -3,7 +3,6 @@ averages of ||g||^2, the threshold c_t and each step's decision, step by step;
 then the trainer (the decision is a lax.cond in the step) and an exact resume
 (the statistics are in the optax state)."""
 
-import dataclasses
 
 import jax
 import numpy as np
@@ -12,9 +11,9 @@ import pytest
 
 import logreg
 from helpers import load_config
+from helpers import Interrupted, interrupt_after
 from sam_jax import _aesam
 from sam_jax import config_schema
-from sam_jax import data
 from sam_jax import methods
 from sam_jax import train
 
@@ -120,23 +119,6 @@ def test_rejects_bad_values(kwargs, message):
 
 # ------------------------------------------------------------- the trainer
 
-class Interrupted(Exception):
-    pass
-
-
-def interrupt_after(num_batches, monkeypatch):
-    real = data.prepare_inputs
-
-    def prepare(*args, **kwargs):
-        inputs = real(*args, **kwargs)
-
-        def dying(start, stop):
-            for i, batch in enumerate(inputs.train_batches(start, stop)):
-                if i == num_batches:
-                    raise Interrupted
-                yield batch
-        return dataclasses.replace(inputs, train_batches=dying)
-    monkeypatch.setattr(data, "prepare_inputs", prepare)
 
 
 def test_trains_through_the_loop_and_resumes_exactly(tmp_path, monkeypatch):

@@ -4,7 +4,6 @@ weights, the momentum, the perturbation's scale and the un-perturbed weights
 the trainer evaluates; the configs it refuses; a trainer run that evaluates
 the un-perturbed weights, and its exact resume."""
 
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -14,10 +13,10 @@ import pytest
 
 import logreg
 from helpers import load_config
+from helpers import Interrupted, interrupt_after
 from sam_jax import _msam
 from sam_jax import checkpoint
 from sam_jax import config_schema
-from sam_jax import data
 from sam_jax import methods
 from sam_jax import steps
 from sam_jax import train
@@ -134,24 +133,6 @@ def test_other_methods_run_under_what_msam_refuses():
 # ------------------------------------------------------------ through the trainer
 
 
-class Interrupted(Exception):
-    pass
-
-
-def interrupt_after(num_batches, monkeypatch):
-    real = data.prepare_inputs
-
-    def prepare(*args, **kwargs):
-        inputs = real(*args, **kwargs)
-        real_batches = inputs.train_batches
-
-        def dying(start, stop):
-            for i, batch in enumerate(real_batches(start, stop)):
-                if i == num_batches:
-                    raise Interrupted
-                yield batch
-        return dataclasses.replace(inputs, train_batches=dying)
-    monkeypatch.setattr(data, "prepare_inputs", prepare)
 
 
 def msam_config():

@@ -3,7 +3,6 @@ Bernoulli trials drawn as the module documents them, here with jax.random
 directly; a SAM step returns SAM's gradient, the others the plain gradient.
 Then the trainer: its host schedule, the ledger and an exact resume."""
 
-import dataclasses
 import json
 
 import jax
@@ -13,9 +12,9 @@ import pytest
 
 import logreg
 from helpers import load_config
+from helpers import Interrupted, interrupt_after
 from sam_jax import _rst
 from sam_jax import config_schema
-from sam_jax import data
 from sam_jax import methods
 from sam_jax import train
 
@@ -146,23 +145,6 @@ def digits_config(num_steps):
     return config
 
 
-class Interrupted(Exception):
-    pass
-
-
-def interrupt_after(num_batches, monkeypatch):
-    real = data.prepare_inputs
-
-    def prepare(*args, **kwargs):
-        inputs = real(*args, **kwargs)
-
-        def dying(start, stop):
-            for i, batch in enumerate(inputs.train_batches(start, stop)):
-                if i == num_batches:
-                    raise Interrupted
-                yield batch
-        return dataclasses.replace(inputs, train_batches=dying)
-    monkeypatch.setattr(data, "prepare_inputs", prepare)
 
 
 def test_trains_through_the_loop_and_resumes_exactly(tmp_path, monkeypatch):

@@ -2,7 +2,6 @@
 data, learning and bit-for-bit resumption on digits, sharpness logging, and a
 short finetuning run from a converted checkpoint."""
 
-import dataclasses
 import glob
 import json
 import os
@@ -17,6 +16,7 @@ import tensorflow_datasets as tfds
 from jax.flatten_util import ravel_pytree
 
 from helpers import finetune_config
+from helpers import Interrupted, interrupt_after
 from helpers import load_config
 from sam_jax import checkpoint
 from sam_jax import data
@@ -176,25 +176,6 @@ def test_a_configs_step_is_the_same_on_1_2_and_8_devices():
     assert largest_difference(unpinned[1], results[8][1]) > 1e-3
 
 
-class Interrupted(Exception):
-    pass
-
-
-def interrupt_after(num_batches, monkeypatch):
-    """Makes the training batches die after `num_batches` batches."""
-    real = data.prepare_inputs
-
-    def prepare(*args, **kwargs):
-        inputs = real(*args, **kwargs)
-        real_batches = inputs.train_batches
-
-        def dying(start, stop):
-            for i, batch in enumerate(real_batches(start, stop)):
-                if i == num_batches:
-                    raise Interrupted
-                yield batch
-        return dataclasses.replace(inputs, train_batches=dying)
-    monkeypatch.setattr(data, "prepare_inputs", prepare)
 
 
 def final_params(workdir, config):
